@@ -1,0 +1,1 @@
+//! Pure decoder (work in progress).

@@ -1,0 +1,1 @@
+//! Staging relay (work in progress).
