@@ -1,1 +1,628 @@
-//! Test harness (work in progress).
+//! # testkit: a real nats-server for tests and benchmarks
+//!
+//! The pipeline is `relay → decode → publish → JetStream → consumers`. This crate
+//! stands in for nothing: it starts a real `nats-server` with JetStream, so tests
+//! and benchmarks of the publish and consume ends talk to the same server that
+//! production runs. The relay end is served by the `staging` crate.
+//!
+//! Each [`NatsServer`] gets its own loopback port, its own monitoring port and its
+//! own store directory (a temp dir removed on drop). [`NatsServer::stop`] and
+//! [`NatsServer::restart`] keep the port and the store, so a test can prove that
+//! state survives a server restart. The server runs with the same `max_payload`
+//! as `deploy/nats-server.conf` ([`MAX_PAYLOAD`]).
+//!
+//! The API is synchronous (`std::process`, `std::net`), so it works from plain
+//! `#[test]`s, `#[tokio::test]`s and benchmarks alike.
+//!
+//! Which binary: [`nats_server_binary`] takes `$NATS_SERVER_BIN`, then
+//! `<workspace>/.tools/bin/nats-server`, then `PATH`, and refuses anything older
+//! than [`MIN_SERVER_VERSION`]. `bash deploy/setup-nats.sh` installs a suitable
+//! one; `--with-legacy` adds Debian's 2.9 as [`legacy_nats_server_binary`] for
+//! tests that prove old servers are refused.
+//!
+//! ```no_run
+//! let mut nats = testkit::NatsServer::start()?;
+//! let url = nats.url(); // "nats://127.0.0.1:PORT": connect a client here
+//! nats.restart()?; // same port, same JetStream store
+//! # Ok::<(), testkit::Error>(())
+//! ```
+
+use std::env;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// The oldest nats-server the project accepts: 2.9 ignores 2.10 stream settings.
+pub const MIN_SERVER_VERSION: (u32, u32, u32) = (2, 10, 0);
+
+/// `max_payload` of every test server, equal to the 8MB in `deploy/nats-server.conf`
+/// (firehose frames can be up to 5 MB).
+pub const MAX_PAYLOAD: usize = 8 * 1024 * 1024;
+
+/// How long [`NatsServer::start`] and [`NatsServer::restart`] wait for readiness.
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long [`NatsServer::stop`] waits after SIGTERM before it kills.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// How many fresh port pairs [`NatsServer::start`] tries when another process
+/// takes a port between choosing it and the server binding it.
+const PORT_ATTEMPTS: u32 = 5;
+
+const SETUP_HINT: &str =
+    "run `bash deploy/setup-nats.sh` to install the pinned nats-server 2.14.6 into .tools/bin";
+
+/// Everything that can go wrong finding, starting or querying a nats-server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No candidate binary exists.
+    #[error("no nats-server found (looked at {searched}); {}", SETUP_HINT)]
+    NotFound { searched: String },
+    /// The binary is older than [`MIN_SERVER_VERSION`].
+    #[error("{} is nats-server {version}, but 2.10 or newer is required (2.9 ignores 2.10 settings); {}", path.display(), SETUP_HINT)]
+    TooOld { path: PathBuf, version: String },
+    /// `nats-server --version` could not be run or understood.
+    #[error("`{} --version` failed: {reason}", path.display())]
+    Version { path: PathBuf, reason: String },
+    /// A file, directory, socket or process operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The server process ended before it became ready.
+    #[error("nats-server {} exited ({status}) before it was ready on 127.0.0.1:{port}; last lines of {}:\n{log_tail}", binary.display(), log.display())]
+    Exited {
+        binary: PathBuf,
+        port: u16,
+        status: ExitStatus,
+        log: PathBuf,
+        log_tail: String,
+    },
+    /// The server did not become ready within [`START_TIMEOUT`]; it was killed.
+    #[error("nats-server {} was not ready on 127.0.0.1:{port} (monitoring port {monitor_port}) after {:?}; last lines of {}:\n{log_tail}", binary.display(), START_TIMEOUT, log.display())]
+    NotReady {
+        binary: PathBuf,
+        port: u16,
+        monitor_port: u16,
+        log: PathBuf,
+        log_tail: String,
+    },
+}
+
+impl Error {
+    fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
+        let what = what.into();
+        move |source| Error::Io { what, source }
+    }
+
+    /// True when the server exited because one of its ports was taken.
+    fn is_port_clash(&self) -> bool {
+        matches!(self, Error::Exited { log_tail, .. } if log_tail.contains("address already in use"))
+    }
+}
+
+/// A running (or stopped) nats-server with JetStream, owned by a test.
+///
+/// Dropping it kills the server and removes its store directory.
+#[derive(Debug)]
+pub struct NatsServer {
+    binary: PathBuf,
+    version: String,
+    /// Unique `server_name`, checked in the INFO line so that readiness is
+    /// never confused with another server that grabbed the same port.
+    name: String,
+    port: u16,
+    monitor_port: u16,
+    child: Option<Child>,
+    /// Holds `store/`, `nats-server.conf` and `nats-server.log`.
+    dir: TempDir,
+}
+
+impl NatsServer {
+    /// Starts the binary chosen by [`nats_server_binary`] and waits until it is
+    /// ready (JetStream enabled and the client port answering), at most
+    /// [`START_TIMEOUT`].
+    pub fn start() -> Result<NatsServer, Error> {
+        let (binary, version) = find_server()?;
+        Self::launch(binary, version)
+    }
+
+    /// Like [`NatsServer::start`] but with the given binary and **no** version
+    /// gate, so that tests can run an old server on purpose.
+    pub fn start_with_binary(path: impl AsRef<Path>) -> Result<NatsServer, Error> {
+        let binary = path.as_ref().to_path_buf();
+        let version = server_version(&binary)?;
+        Self::launch(binary, version)
+    }
+
+    fn launch(binary: PathBuf, version: String) -> Result<NatsServer, Error> {
+        static SERIAL: AtomicU32 = AtomicU32::new(0);
+        let dir = tempfile::Builder::new()
+            .prefix("testkit-nats-")
+            .tempdir()
+            .map_err(Error::io("creating a temp dir for nats-server"))?;
+        let conf = dir.path().join("nats-server.conf");
+        fs::write(&conf, format!("max_payload: {MAX_PAYLOAD}\n"))
+            .map_err(Error::io(format!("writing {}", conf.display())))?;
+        let name = format!(
+            "testkit-{}-{}",
+            std::process::id(),
+            SERIAL.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut server = NatsServer {
+            binary,
+            version,
+            name,
+            port: 0,
+            monitor_port: 0,
+            child: None,
+            dir,
+        };
+        let mut attempt = 1;
+        loop {
+            server.port = free_port()?;
+            server.monitor_port = free_port()?;
+            match server.spawn_and_wait(Instant::now() + START_TIMEOUT) {
+                Err(e) if e.is_port_clash() && attempt < PORT_ATTEMPTS => attempt += 1,
+                Err(e) => return Err(e),
+                Ok(()) => return Ok(server),
+            }
+        }
+    }
+
+    /// `nats://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The client port; stays the same across [`NatsServer::restart`].
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `http://127.0.0.1:MPORT` for `/healthz`, `/varz`, `/jsz`. The monitoring
+    /// port may change on [`NatsServer::restart`].
+    pub fn monitor_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.monitor_port)
+    }
+
+    /// The server version as reported by `nats-server --version`, e.g. `2.14.6`.
+    pub fn version(&self) -> String {
+        self.version.clone()
+    }
+
+    /// The binary this server runs.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    /// The JetStream store directory (`-sd`), kept across stop and restart.
+    pub fn store_dir(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    /// The server's log (its stdout and stderr, appended across restarts).
+    pub fn log_file(&self) -> PathBuf {
+        self.dir.path().join("nats-server.log")
+    }
+
+    /// Stops the server: SIGTERM (a clean JetStream shutdown), then a kill if it
+    /// is still running after a few seconds. Keeps the port and store for
+    /// [`NatsServer::restart`]. Does nothing if it is not running.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // The server binary can signal a pid itself, which spares us libc and procps.
+        let asked = Command::new(&self.binary)
+            .arg("--signal")
+            .arg(format!("term={}", child.id()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if asked {
+            let deadline = Instant::now() + STOP_GRACE;
+            while Instant::now() < deadline {
+                match child.try_wait() {
+                    Ok(Some(_)) | Err(_) => return,
+                    Ok(None) => thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Starts the server again on the same client port with the same store
+    /// (stopping it first if it runs). If the port is briefly held by another
+    /// process, retries until [`START_TIMEOUT`].
+    pub fn restart(&mut self) -> Result<(), Error> {
+        self.stop();
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            match self.spawn_and_wait(deadline) {
+                Err(e) if e.is_port_clash() && Instant::now() < deadline => {
+                    // Either port may be the taken one; the monitoring port need not stay.
+                    self.monitor_port = free_port()?;
+                    thread::sleep(Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn spawn_and_wait(&mut self, deadline: Instant) -> Result<(), Error> {
+        let log_path = self.log_file();
+        let log_offset = fs::metadata(&log_path).map_or(0, |m| m.len());
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(Error::io(format!("opening {}", log_path.display())))?;
+        let log_for_stdout = log
+            .try_clone()
+            .map_err(Error::io(format!("duplicating {}", log_path.display())))?;
+        let mut child = Command::new(&self.binary)
+            .arg("-c")
+            .arg(self.dir.path().join("nats-server.conf"))
+            .args(["-js", "-a", "127.0.0.1"])
+            .args(["-p", &self.port.to_string()])
+            .args(["-m", &self.monitor_port.to_string()])
+            .args(["-n", &self.name])
+            .arg("-sd")
+            .arg(self.store_dir())
+            .stdin(Stdio::null())
+            .stdout(log_for_stdout)
+            .stderr(log)
+            .spawn()
+            .map_err(Error::io(format!("starting {}", self.binary.display())))?;
+        match self.wait_ready(&mut child, deadline, log_offset) {
+            Ok(()) => {
+                self.child = Some(child);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(e)
+            }
+        }
+    }
+
+    fn wait_ready(
+        &self,
+        child: &mut Child,
+        deadline: Instant,
+        log_offset: u64,
+    ) -> Result<(), Error> {
+        loop {
+            let exited = child
+                .try_wait()
+                .map_err(Error::io(format!("waiting for {}", self.binary.display())))?;
+            if let Some(status) = exited {
+                return Err(Error::Exited {
+                    binary: self.binary.clone(),
+                    port: self.port,
+                    status,
+                    log: self.log_file(),
+                    log_tail: log_tail(&self.log_file(), log_offset),
+                });
+            }
+            // The health check says JetStream is enabled; the INFO line says the
+            // client port is served by this very server (not one that took the
+            // port). A standalone server recovers its streams before it accepts.
+            if self.healthz_ok() && self.info_is_ours() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::NotReady {
+                    binary: self.binary.clone(),
+                    port: self.port,
+                    monitor_port: self.monitor_port,
+                    log: self.log_file(),
+                    log_tail: log_tail(&self.log_file(), log_offset),
+                });
+            }
+            thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// `GET /healthz?js-enabled-only=true` answers 200.
+    fn healthz_ok(&self) -> bool {
+        let Some(mut stream) = connect(self.monitor_port) else {
+            return false;
+        };
+        let request = "GET /healthz?js-enabled-only=true HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+        if stream.write_all(request.as_bytes()).is_err() {
+            return false;
+        }
+        let mut response = Vec::new();
+        if stream.take(64 * 1024).read_to_end(&mut response).is_err() {
+            return false;
+        }
+        let response = String::from_utf8_lossy(&response);
+        let status = response
+            .lines()
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1));
+        status == Some("200")
+    }
+
+    /// The client port sends an INFO line naming this server.
+    fn info_is_ours(&self) -> bool {
+        let Some(stream) = connect(self.port) else {
+            return false;
+        };
+        let mut line = String::new();
+        if BufReader::new(stream.take(64 * 1024))
+            .read_line(&mut line)
+            .is_err()
+        {
+            return false;
+        }
+        line.starts_with("INFO ") && line.contains(&format!("\"server_name\":\"{}\"", self.name))
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A loopback connection with short timeouts, or `None`.
+fn connect(port: u16) -> Option<TcpStream> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_millis(250)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    stream
+        .set_write_timeout(Some(Duration::from_secs(1)))
+        .ok()?;
+    Some(stream)
+}
+
+/// A port that was free a moment ago (bound on 127.0.0.1:0, then released).
+fn free_port() -> Result<u16, Error> {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(Error::io("finding a free port on 127.0.0.1"))
+}
+
+/// The last 20 lines written to `path` after byte `offset`.
+fn log_tail(path: &Path, offset: u64) -> String {
+    let mut text = String::new();
+    let read = File::open(path).and_then(|f| {
+        let mut f = BufReader::new(f);
+        io::copy(&mut (&mut f).take(offset), &mut io::sink())?;
+        f.read_to_string(&mut text)
+    });
+    if let Err(e) = read {
+        return format!("(could not read the log: {e})");
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// The path of a nats-server ≥ [`MIN_SERVER_VERSION`]: `$NATS_SERVER_BIN` if
+/// set (used as given, never passed over), else the first good one of
+/// `<workspace>/.tools/bin/nats-server` and `nats-server` on `PATH`.
+pub fn nats_server_binary() -> Result<PathBuf, Error> {
+    find_server().map(|(path, _)| path)
+}
+
+fn find_server() -> Result<(PathBuf, String), Error> {
+    let explicit = env::var_os("NATS_SERVER_BIN")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let mut candidates = vec![workspace_root().join(".tools/bin/nats-server")];
+    if let Some(path) = env::var_os("PATH") {
+        candidates.extend(env::split_paths(&path).map(|dir| dir.join("nats-server")));
+    }
+    select_server(explicit, &candidates)
+}
+
+/// The version gate behind [`nats_server_binary`], with its inputs passed in.
+fn select_server(
+    explicit: Option<PathBuf>,
+    candidates: &[PathBuf],
+) -> Result<(PathBuf, String), Error> {
+    if let Some(path) = explicit {
+        let version = recent_version(&path)?;
+        return Ok((path, version));
+    }
+    let mut first_rejection = None;
+    for path in candidates.iter().filter(|p| p.is_file()) {
+        match recent_version(path) {
+            Ok(version) => return Ok((path.clone(), version)),
+            Err(e) => {
+                first_rejection.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_rejection.unwrap_or_else(|| Error::NotFound {
+        searched: format!(
+            "$NATS_SERVER_BIN (unset), {}, nats-server on PATH",
+            workspace_root().join(".tools/bin/nats-server").display()
+        ),
+    }))
+}
+
+/// The version of `path` if it is at least [`MIN_SERVER_VERSION`].
+fn recent_version(path: &Path) -> Result<String, Error> {
+    let version = server_version(path)?;
+    match parse_version(&version) {
+        Some(v) if v >= MIN_SERVER_VERSION => Ok(version),
+        _ => Err(Error::TooOld {
+            path: path.to_path_buf(),
+            version,
+        }),
+    }
+}
+
+/// Runs `path --version` and returns the version it prints (`nats-server: v2.14.6`
+/// gives `2.14.6`).
+pub fn server_version(path: &Path) -> Result<String, Error> {
+    let failed = |reason: String| Error::Version {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let output = Command::new(path)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| failed(e.to_string()))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if !output.status.success() {
+        return Err(failed(format!("{}: {}", output.status, text.trim())));
+    }
+    text.split_whitespace()
+        .map(|token| token.trim_start_matches('v'))
+        .find(|token| parse_version(token).is_some())
+        .map(str::to_owned)
+        .ok_or_else(|| failed(format!("no version in {:?}", text.trim())))
+}
+
+/// Parses `MAJOR.MINOR.PATCH`, with an optional leading `v` and an optional
+/// `-pre` or `+build` suffix: `"2.14.6"`, `"v2.10.0-RC.1"`. `None` for anything else.
+pub fn parse_version(s: &str) -> Option<(u32, u32, u32)> {
+    let s = s.trim();
+    let s = s.strip_prefix('v').unwrap_or(s);
+    let core = s.split(['-', '+']).next()?;
+    let mut parts = core.split('.').map(|p| {
+        if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) {
+            p.parse::<u32>().ok()
+        } else {
+            None
+        }
+    });
+    let version = (parts.next()??, parts.next()??, parts.next()??);
+    parts.next().is_none().then_some(version)
+}
+
+/// `<root>/.tools/legacy/nats-server` (Debian's 2.9, from
+/// `bash deploy/setup-nats.sh --with-legacy`), if it is there.
+pub fn legacy_nats_server_binary() -> Option<PathBuf> {
+    let path = workspace_root().join(".tools/legacy/nats-server");
+    path.is_file().then_some(path)
+}
+
+/// The workspace root (two levels above this crate's manifest).
+pub fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .nth(2)
+        .map_or_else(|| manifest.join("../.."), Path::to_path_buf)
+}
+
+/// The shared fixture corpus: `$BSKY_FIXTURES` if set, else `shared/fixtures`
+/// beside the workspace root.
+pub fn shared_fixtures() -> PathBuf {
+    if let Some(dir) = env::var_os("BSKY_FIXTURES").filter(|v| !v.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let root = workspace_root();
+    match root.parent() {
+        Some(parent) => parent.join("shared/fixtures"),
+        None => root.join("../shared/fixtures"),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used)] // a test fails loudly on any unexpected error
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_version_accepts_release_and_prerelease_forms() {
+        assert_eq!(parse_version("2.14.6"), Some((2, 14, 6)));
+        assert_eq!(parse_version("v2.9.10"), Some((2, 9, 10)));
+        assert_eq!(parse_version(" v2.10.0-RC.1 "), Some((2, 10, 0)));
+        assert_eq!(parse_version("2.11.3+build.7"), Some((2, 11, 3)));
+        for bad in [
+            "",
+            "2",
+            "2.10",
+            "2.10.x",
+            "2.10.0.1",
+            "nats-server: v2.14.6",
+            "2..1",
+            "+2.1.1",
+        ] {
+            assert_eq!(parse_version(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn version_gate_orders_numerically_not_lexically() {
+        let gate = |s| parse_version(s).is_some_and(|v| v >= MIN_SERVER_VERSION);
+        assert!(!gate("2.9.10"));
+        assert!(gate("2.10.0"));
+        assert!(gate("2.14.6"));
+        assert!(gate("3.0.0"));
+        assert!(!gate("1.99.99"));
+    }
+
+    #[test]
+    fn missing_explicit_binary_is_an_error_not_a_fallback() {
+        let tools = workspace_root().join(".tools/bin/nats-server");
+        let err = select_server(Some(PathBuf::from("/nonexistent/nats-server")), &[tools])
+            .expect_err("a missing NATS_SERVER_BIN must not fall back");
+        assert!(matches!(err, Error::Version { .. }), "{err}");
+    }
+
+    #[test]
+    fn no_candidates_tells_how_to_install() {
+        let err = select_server(None, &[PathBuf::from("/nonexistent/nats-server")])
+            .expect_err("nothing to find");
+        assert!(matches!(err, Error::NotFound { .. }), "{err}");
+        assert!(err.to_string().contains("deploy/setup-nats.sh"), "{err}");
+    }
+
+    #[test]
+    fn legacy_server_is_refused_by_the_gate() {
+        let Some(legacy) = legacy_nats_server_binary() else {
+            assert!(
+                env::var_os("CI").is_none(),
+                "CI must run `deploy/setup-nats.sh --with-legacy` first"
+            );
+            eprintln!(
+                "skipped: no .tools/legacy/nats-server (bash deploy/setup-nats.sh --with-legacy)"
+            );
+            return;
+        };
+        let explicit = select_server(Some(legacy.clone()), &[]).expect_err("2.9 must be refused");
+        assert!(
+            matches!(&explicit, Error::TooOld { version, .. } if version.starts_with("2.9.")),
+            "{explicit}"
+        );
+        assert!(
+            explicit.to_string().contains("deploy/setup-nats.sh"),
+            "{explicit}"
+        );
+        // Found while searching, it is passed over for a newer one.
+        let newer = nats_server_binary().expect("a server >= 2.10");
+        let (chosen, _) = select_server(None, &[legacy, newer.clone()]).expect("the newer one");
+        assert_eq!(chosen, newer);
+    }
+}
