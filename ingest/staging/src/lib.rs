@@ -1,1 +1,43 @@
-//! Staging relay (work in progress).
+//! # Staging relay: record, replay and synthesize `subscribeRepos` captures
+//!
+//! Where it sits in the flow:
+//!
+//! ```text
+//!   wss://bsky.network ──record──▶ capture file ──replay──▶ ws://127.0.0.1:…/xrpc/com.atproto.sync.subscribeRepos
+//!   real repo CAR ──synth──▶ capture file ───────┘                │
+//!                                                                  ▼
+//!                                  ingest (decode → publish) → NATS JetStream → consumers
+//! ```
+//!
+//! Every test and benchmark of the project runs against this crate instead of the real relay:
+//! it plays captured (or synthesized) frames back byte for byte, with the cursor semantics of
+//! the real relay and with injectable faults.
+//!
+//! # Layout
+//! - [`capture`]: the capture file format (`[u32 LE length][frame]…`, optionally zstd), an
+//!   in-memory [`capture::Capture`] with each frame's `seq`/`time`, and a streaming
+//!   [`capture::CaptureWriter`].
+//! - [`frame`]: the little frame-level CBOR work the relay needs: reading a frame's header and
+//!   `seq`/`time`, building `#info` and error frames, renumbering `seq`.
+//! - [`replay`]: the WebSocket relay ([`replay::serve`]).
+//! - [`record`]: records a relay's binary messages, unchanged, into a capture.
+//! - [`synth`]: builds large, realistic captures from a real repository CAR.
+//! - [`car`], [`tid`], [`time`]: the small codecs `synth` and `info` need.
+//!
+//! The binary `staging` (`src/main.rs`) only parses flags and calls these.
+
+pub mod capture;
+pub mod car;
+pub mod frame;
+pub mod record;
+pub mod replay;
+pub mod synth;
+pub mod tid;
+pub mod time;
+
+/// The XRPC path of the firehose endpoint, served by [`replay`] and requested by [`record`].
+pub const SUBSCRIBE_REPOS_PATH: &str = "/xrpc/com.atproto.sync.subscribeRepos";
+
+/// Largest frame accepted when reading a capture or receiving a WebSocket message: the
+/// protocol's 5 MiB frame limit plus 1 MiB of slack. Checked before any allocation.
+pub const MAX_FRAME_BYTES: usize = 6 * 1024 * 1024;

@@ -1,0 +1,374 @@
+//! `staging`: record, replay, synthesize and inspect firehose captures.
+//!
+//! Thin on purpose: parses flags, builds the library's options and calls
+//! [`staging::record::record`], [`staging::replay::serve`] or
+//! [`staging::synth::synthesize`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use staging::capture::{Capture, CaptureWriter};
+use staging::replay::{FaultAt, Faults, ReplayOptions, Speed};
+use staging::synth::{ActionMix, CollectionMix, KindMix, Source, SynthConfig};
+use staging::{record, replay, synth, time};
+
+/// Staging relay for the Bluesky firehose (com.atproto.sync.subscribeRepos): record a relay
+/// into a capture file, replay a capture as a relay, synthesize large captures from a real
+/// repository, or describe a capture.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Record a relay's frames, byte for byte, into a capture file.
+    Record(RecordArgs),
+    /// Serve a capture as a subscribeRepos relay over WebSocket.
+    Replay(ReplayArgs),
+    /// Synthesize a capture from a real repository CAR.
+    Synth(SynthArgs),
+    /// Print a capture's frame count, seq and time ranges, sizes and kinds.
+    Info(InfoArgs),
+}
+
+#[derive(Args, Debug)]
+struct RecordArgs {
+    /// Relay URL, ws:// or wss://; a bare host gets /xrpc/com.atproto.sync.subscribeRepos.
+    #[arg(long, default_value = record::DEFAULT_RELAY)]
+    url: String,
+    /// Start after this seq (the relay's cursor parameter).
+    #[arg(long)]
+    cursor: Option<u64>,
+    /// Stop after this many frames.
+    #[arg(long)]
+    frames: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Compress with zstd at this level (1 fastest … 22); default: compress at level 3 when
+    /// the output ends in .zst, else write plain.
+    #[arg(long)]
+    zstd_level: Option<i32>,
+    /// Output capture file.
+    #[arg(short, long)]
+    output: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct ReplayArgs {
+    /// Capture file to serve (plain or zstd).
+    capture: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:2470")]
+    listen: String,
+    /// Pace: "max" (as fast as clients read) or a factor of event time ("1" real time, "10"
+    /// ten times faster).
+    #[arg(long, default_value = "max")]
+    speed: String,
+    /// Without a cursor, start at the end of the capture like a live relay.
+    #[arg(long)]
+    live_tail: bool,
+    /// Loop the capture forever, renumbering seq so it keeps increasing.
+    #[arg(long = "loop")]
+    looping: bool,
+    /// Fault: connection i (0-based, accept order) is dropped abruptly after the i-th number
+    /// of frames; comma-separated, e.g. "100,50".
+    #[arg(long, value_delimiter = ',')]
+    drop_after: Vec<u64>,
+    /// Fault: this connection gets a ConsumerTooSlow error frame and is closed…
+    #[arg(long)]
+    too_slow_on: Option<usize>,
+    /// …after this many frames.
+    #[arg(long, default_value_t = 100)]
+    too_slow_after: u64,
+    /// Fault: this connection gets a FutureCursor error frame whatever its cursor.
+    #[arg(long)]
+    future_cursor_on: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+struct SynthArgs {
+    /// Output capture file; zstd-compressed when it ends in .zst or --zstd-level is given.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Real repository CAR the records and MST nodes come from.
+    #[arg(long, default_value = "../shared/fixtures/shrike-fixtures/calabro.car")]
+    repo: PathBuf,
+    /// Commit ops to produce in total.
+    #[arg(long, default_value_t = 100_000)]
+    ops: u64,
+    /// Seed of every random choice (same seed, same bytes).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// seq of the first event.
+    #[arg(long, default_value_t = 1)]
+    start_seq: u64,
+    /// time of the first event (RFC 3339).
+    #[arg(long, default_value = "2026-07-04T14:38:07.000Z")]
+    start_time: String,
+    /// Events per second of event time.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Distinct synthetic repositories (DIDs).
+    #[arg(long, default_value_t = 100_000)]
+    repos: u32,
+    /// Collection weights: like,post,repost,follow,other.
+    #[arg(long, default_value = "0.70,0.12,0.08,0.05,0.05")]
+    mix: String,
+    /// Action weights: create,update,delete.
+    #[arg(long, default_value = "0.90,0.03,0.07")]
+    actions: String,
+    /// Shares of events that are #identity,#account,#sync (commits are the rest).
+    #[arg(long, default_value = "0.005,0.003,0.001")]
+    kinds: String,
+    /// Share of ordinary commits with 2-10 ops.
+    #[arg(long, default_value_t = 0.03)]
+    multi_op_share: f64,
+    /// Every Nth commit carries 200 ops (0: never).
+    #[arg(long, default_value_t = 5_000)]
+    max_ops_every: u64,
+    /// Every Nth commit is a big frame (0: never).
+    #[arg(long, default_value_t = 100_000)]
+    big_every: u64,
+    /// CAR size of big frames in bytes; above 2,000,000 breaks the lexicon's blocks limit on
+    /// purpose (max 4,900,000, for frames near 5 MB).
+    #[arg(long, default_value_t = 1_900_000)]
+    big_bytes: usize,
+    /// Real MST node blocks per commit CAR: min,max.
+    #[arg(long, default_value = "3,8")]
+    mst_nodes: String,
+    /// zstd level (1 fastest … 22).
+    #[arg(long)]
+    zstd_level: Option<i32>,
+}
+
+#[derive(Args, Debug)]
+struct InfoArgs {
+    /// Capture file (plain or zstd).
+    capture: PathBuf,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Info(args) => info(args),
+        Command::Synth(args) => synth_cmd(args),
+        Command::Record(args) => runtime()?.block_on(record_cmd(args)),
+        Command::Replay(args) => runtime()?.block_on(replay_cmd(args)),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
+}
+
+async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+fn zstd_level(explicit: Option<i32>, path: &std::path::Path) -> Option<i32> {
+    explicit.or_else(|| (path.extension().is_some_and(|e| e == "zst")).then_some(3))
+}
+
+fn floats<const N: usize>(flag: &str, text: &str) -> Result<[f64; N]> {
+    let values: Vec<f64> = text
+        .split(',')
+        .map(|v| v.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("--{flag}: numbers separated by commas"))?;
+    values
+        .try_into()
+        .map_err(|v: Vec<f64>| anyhow::anyhow!("--{flag}: expected {N} numbers, got {}", v.len()))
+}
+
+async fn record_cmd(args: RecordArgs) -> Result<()> {
+    let max_duration = match args.seconds {
+        Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
+        Some(s) => bail!("--seconds must be positive, got {s}"),
+        None => None,
+    };
+    let opts = record::RecordOptions {
+        url: args.url,
+        cursor: args.cursor,
+        max_frames: args.frames,
+        max_duration,
+    };
+    let mut writer =
+        CaptureWriter::create(&args.output, zstd_level(args.zstd_level, &args.output))?;
+    let result = record::record(&opts, &mut writer, ctrl_c()).await;
+    writer.finish()?;
+    let report = result?;
+    println!(
+        "recorded {} frames ({} bytes) to {}; seq {:?}..{:?}; stopped: {:?}",
+        report.frames,
+        report.bytes,
+        args.output.display(),
+        report.first_seq,
+        report.last_seq,
+        report.stop
+    );
+    Ok(())
+}
+
+async fn replay_cmd(args: ReplayArgs) -> Result<()> {
+    let speed = match args.speed.as_str() {
+        "max" => Speed::Max,
+        factor => Speed::Factor(
+            factor
+                .parse()
+                .with_context(|| format!("--speed: \"max\" or a number, got {factor:?}"))?,
+        ),
+    };
+    let capture = Capture::load(&args.capture)?;
+    println!(
+        "loaded {} frames, seq {:?}..{:?}",
+        capture.len(),
+        capture.first_seq(),
+        capture.last_seq()
+    );
+    let opts = ReplayOptions {
+        speed,
+        live_tail: args.live_tail,
+        looping: args.looping,
+        faults: Faults {
+            drop_after: args.drop_after,
+            too_slow: args.too_slow_on.map(|connection| FaultAt {
+                connection,
+                after_frames: args.too_slow_after,
+            }),
+            future_cursor_on: args.future_cursor_on,
+        },
+    };
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    println!(
+        "serving on ws://{}{}",
+        listener.local_addr()?,
+        staging::SUBSCRIBE_REPOS_PATH
+    );
+    let report = replay::serve(listener, Arc::new(capture), opts, ctrl_c()).await?;
+    println!(
+        "stopped: {} connections, {} frames sent",
+        report.connections, report.frames_sent
+    );
+    Ok(())
+}
+
+fn synth_cmd(args: SynthArgs) -> Result<()> {
+    let [like, post, repost, follow, other] = floats::<5>("mix", &args.mix)?;
+    let [create, update, delete] = floats::<3>("actions", &args.actions)?;
+    let [identity, account, sync] = floats::<3>("kinds", &args.kinds)?;
+    let [mst_min, mst_max] = floats::<2>("mst-nodes", &args.mst_nodes)?;
+    let start_time_micros = time::parse_rfc3339_micros(&args.start_time)
+        .with_context(|| format!("--start-time: not RFC 3339: {:?}", args.start_time))?;
+    let cfg = SynthConfig {
+        seed: args.seed,
+        ops: args.ops,
+        start_seq: args.start_seq,
+        start_time_micros,
+        events_per_second: args.rate,
+        repos: args.repos,
+        collections: CollectionMix {
+            like,
+            post,
+            repost,
+            follow,
+            other,
+        },
+        actions: ActionMix {
+            create,
+            update,
+            delete,
+        },
+        kinds: KindMix {
+            identity,
+            account,
+            sync,
+        },
+        multi_op_share: args.multi_op_share,
+        max_ops_every: args.max_ops_every,
+        big_every: args.big_every,
+        big_blocks_bytes: args.big_bytes,
+        mst_nodes_min: mst_min as usize,
+        mst_nodes_max: mst_max as usize,
+    };
+    let started = Instant::now();
+    let source = Source::load(&args.repo)?;
+    let mut writer =
+        CaptureWriter::create(&args.output, zstd_level(args.zstd_level, &args.output))?;
+    let report = synth::synthesize(&source, cfg, &mut writer)?;
+    writer.finish()?;
+    let elapsed = started.elapsed();
+    let file_bytes = std::fs::metadata(&args.output)
+        .map(|m| m.len())
+        .unwrap_or(0);
+    print!("{report}");
+    println!(
+        "wrote {} ({} bytes on disk) in {:.2} s ({:.0} ops/s)",
+        args.output.display(),
+        file_bytes,
+        elapsed.as_secs_f64(),
+        report.ops as f64 / elapsed.as_secs_f64().max(1e-9)
+    );
+    Ok(())
+}
+
+fn info(args: InfoArgs) -> Result<()> {
+    let on_disk = std::fs::metadata(&args.capture)
+        .with_context(|| format!("{}", args.capture.display()))?
+        .len();
+    let capture = Capture::load(&args.capture)?;
+    println!("file: {} ({on_disk} bytes on disk)", args.capture.display());
+    println!("frames: {}", capture.len());
+    match (capture.first_seq(), capture.last_seq()) {
+        (Some(a), Some(b)) => println!(
+            "seq: {a}..={b} ({})",
+            if capture.seq_strictly_increasing() {
+                "strictly increasing"
+            } else {
+                "NOT strictly increasing"
+            }
+        ),
+        _ => println!("seq: none"),
+    }
+    if let Some((a, b)) = capture.time_range() {
+        println!(
+            "time: {} .. {} ({:.3} s)",
+            time::format_rfc3339_millis(a),
+            time::format_rfc3339_millis(b),
+            (b - a) as f64 / 1e6
+        );
+    }
+    let sizes: Vec<usize> = capture.frames().iter().map(|f| f.bytes.len()).collect();
+    if let (Some(min), Some(max)) = (sizes.iter().min(), sizes.iter().max()) {
+        println!(
+            "frame bytes: total {}, min {min}, mean {:.0}, max {max}",
+            capture.total_bytes(),
+            capture.total_bytes() as f64 / sizes.len() as f64
+        );
+    }
+    println!("kinds:");
+    for (kind, n) in capture.kinds() {
+        println!("  {kind:<12} {n}");
+    }
+    Ok(())
+}
