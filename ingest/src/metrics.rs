@@ -1,0 +1,201 @@
+//! Prometheus metrics of the ingestor, served on `GET /metrics`.
+//!
+//! Every label comes from a closed set: frame kinds, op actions, skip reasons
+//! ([`firehose::SKIP_REASONS`]), reconnect reasons, and collections from [`COLLECTIONS`]
+//! with everything else counted as `other`. Never a DID, never a free-form string.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+/// Collections that get their own label value; the rest are `other`.
+pub const COLLECTIONS: &[&str] = &[
+    "app.bsky.feed.like",
+    "app.bsky.feed.post",
+    "app.bsky.feed.repost",
+    "app.bsky.graph.follow",
+    "app.bsky.graph.block",
+    "app.bsky.graph.listitem",
+    "app.bsky.graph.list",
+    "app.bsky.graph.listblock",
+    "app.bsky.graph.starterpack",
+    "app.bsky.graph.verification",
+    "app.bsky.feed.threadgate",
+    "app.bsky.feed.postgate",
+    "app.bsky.feed.generator",
+    "app.bsky.actor.profile",
+    "app.bsky.actor.status",
+    "app.bsky.labeler.service",
+    "chat.bsky.actor.declaration",
+];
+
+/// Reasons the relay connection was re-established.
+pub const RECONNECT_REASONS: &[&str] = &[
+    "closed",
+    "io_error",
+    "idle",
+    "connect_failed",
+    "future_cursor",
+    "consumer_too_slow",
+    "relay_error",
+    "frame_too_large",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabel {
+    pub action: &'static str,
+    pub collection: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+/// All metrics, cheap to clone (shared counters).
+#[derive(Clone, Default)]
+pub struct Metrics {
+    pub events: Family<KindLabel, Counter>,
+    pub ops: Family<OpLabel, Counter>,
+    pub skipped: Family<ReasonLabel, Counter>,
+    pub reconnects: Family<ReasonLabel, Counter>,
+    pub relay_seq: Gauge,
+    pub cursor_seq: Gauge,
+    pub lag_seconds: Gauge<f64, AtomicU64>,
+    pub inflight: Gauge,
+    pub published: Counter,
+    pub publish_retries: Counter,
+    pub already_stored: Counter,
+    pub relay_infos: Counter,
+}
+
+impl Metrics {
+    /// Label value for a collection.
+    pub fn collection_label(collection: &str) -> &'static str {
+        COLLECTIONS
+            .iter()
+            .find(|c| **c == collection)
+            .copied()
+            .unwrap_or("other")
+    }
+
+    /// A registry holding these metrics, with every closed label pre-registered at zero
+    /// so dashboards see the series before the first event.
+    pub fn registry(&self) -> Registry {
+        let mut r = Registry::with_prefix("bsky_ingest");
+        for kind in firehose::Kind::ALL {
+            let _ = self.events.get_or_create(&KindLabel {
+                kind: kind.as_str(),
+            });
+        }
+        for reason in firehose::SKIP_REASONS.iter().chain(["frame_too_large", "stale_seq"].iter()) {
+            let _ = self.skipped.get_or_create(&ReasonLabel { reason });
+        }
+        for reason in RECONNECT_REASONS {
+            let _ = self.reconnects.get_or_create(&ReasonLabel { reason });
+        }
+        r.register("events", "Relay frames handled, by kind", self.events.clone());
+        r.register(
+            "ops",
+            "Messages published, by action and collection",
+            self.ops.clone(),
+        );
+        r.register(
+            "skipped",
+            "Frames or ops skipped, by reason",
+            self.skipped.clone(),
+        );
+        r.register(
+            "reconnects",
+            "Relay reconnections, by reason",
+            self.reconnects.clone(),
+        );
+        r.register(
+            "relay_seq",
+            "Relay seq of the last frame read",
+            self.relay_seq.clone(),
+        );
+        r.register(
+            "cursor_seq",
+            "Relay seq below which every event is stored in JetStream",
+            self.cursor_seq.clone(),
+        );
+        r.register(
+            "lag_seconds",
+            "Wall clock minus the event time of the last frame read",
+            self.lag_seconds.clone(),
+        );
+        r.register(
+            "inflight_publishes",
+            "Publishes awaiting their JetStream ack",
+            self.inflight.clone(),
+        );
+        r.register(
+            "acked",
+            "Publishes acknowledged by JetStream",
+            self.published.clone(),
+        );
+        r.register(
+            "publish_retries",
+            "Publishes sent again after a failure or timeout",
+            self.publish_retries.clone(),
+        );
+        r.register(
+            "already_stored",
+            "Messages not published again on resume because the stream already held them",
+            self.already_stored.clone(),
+        );
+        r.register(
+            "relay_infos",
+            "#info frames from the relay",
+            self.relay_infos.clone(),
+        );
+        r
+    }
+
+    /// Counts a frame that was skipped whole.
+    pub fn skip(&self, reason: &'static str) {
+        self.skipped.get_or_create(&ReasonLabel { reason }).inc();
+    }
+}
+
+/// Serves `GET /metrics` until `shutdown` fires.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    registry: Registry,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    use axum::routing::get;
+    let registry = Arc::new(registry);
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let registry = registry.clone();
+            async move {
+                let mut body = String::new();
+                match prometheus_client::encoding::text::encode(&mut body, &registry) {
+                    Ok(()) => (
+                        [(
+                            "content-type",
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        body,
+                    ),
+                    Err(_) => ([("content-type", "text/plain")], String::new()),
+                }
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
