@@ -1,0 +1,260 @@
+//! Shared by the ingest end-to-end tests: a real nats-server (testkit), the staging relay
+//! in-process, and the real `ingest` binary as a child process.
+#![allow(dead_code)]
+
+use async_nats::jetstream::{self, consumer};
+use futures_util::StreamExt;
+use serde_json::Value;
+use staging::capture::Capture;
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const CORPUS_FIRST_SEQ: i64 = 31_527_015_322;
+
+pub fn corpus() -> Arc<Capture> {
+    let path = testkit::shared_fixtures().join("jetstream-corpus/frames.bin.zst");
+    Arc::new(Capture::load(&path).expect("corpus capture"))
+}
+
+/// `expected_v1.jsonl`, keyed by [`event_key`].
+pub fn expected() -> HashMap<String, Value> {
+    let text = std::fs::read_to_string(
+        testkit::shared_fixtures().join("jetstream-corpus/expected_v1.jsonl"),
+    )
+    .expect("expected_v1.jsonl");
+    text.lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("json line");
+            (event_key(&v), v)
+        })
+        .collect()
+}
+
+/// Identifies an event independently of time: commits by (did, rev, collection, rkey).
+pub fn event_key(v: &Value) -> String {
+    match v["kind"].as_str() {
+        Some("commit") => format!(
+            "{}|{}|{}|{}",
+            v["did"], v["commit"]["rev"], v["commit"]["collection"], v["commit"]["rkey"]
+        ),
+        kind => format!("{kind:?}|{}", v["did"]),
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The `ingest` binary as a child process; killed on drop.
+pub struct Ingest {
+    pub child: Child,
+    pub metrics_port: u16,
+    pub log: PathBuf,
+}
+
+impl Ingest {
+    pub fn spawn(
+        relay: &str,
+        nats: &str,
+        name: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Ingest {
+        let metrics_port = free_port();
+        let dir = testkit::workspace_root().join("target/test-logs");
+        let _ = std::fs::create_dir_all(&dir);
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ingest"));
+        cmd.args(["--relay", relay, "--nats", nats])
+            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+            .args(args)
+            .env("BSKY_INGEST_LOG__PROGRESS_INTERVAL", "1s")
+            .env("BSKY_INGEST_RELAY__RECONNECT_MIN", "50ms")
+            .env("BSKY_INGEST_RELAY__RECONNECT_MAX", "500ms")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log"))
+            .stderr(file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn ingest");
+        Ingest {
+            child,
+            metrics_port,
+            log,
+        }
+    }
+
+    /// Still running?
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// The value of one metric line, e.g. `bsky_ingest_skipped_total{reason="bad_path"}`.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let body = http_get(self.metrics_port, "/metrics").await?;
+        body.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l[series.len()..].trim().parse().ok())
+    }
+
+    /// Waits until a metric reaches at least `min`.
+    pub async fn wait_metric(&self, series: &str, min: f64, timeout: Duration) -> f64 {
+        let start = Instant::now();
+        loop {
+            let v = self.metric(series).await.unwrap_or(0.0);
+            if v >= min {
+                return v;
+            }
+            if start.elapsed() > timeout {
+                panic!("{series} = {v}, wanted >= {min}\n{}", self.log_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn http_get(port: u16, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.ok()?;
+    Some(buf)
+}
+
+pub async fn jetstream(url: &str) -> jetstream::Context {
+    let client = async_nats::connect(url)
+        .await
+        .expect("connect to test nats");
+    jetstream::new(client)
+}
+
+/// Messages in the stream right now (0 if it does not exist yet).
+pub async fn stream_count(js: &jetstream::Context, stream: &str) -> u64 {
+    match js.get_stream(stream).await {
+        Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+/// Waits until the stream holds `n` messages, then a little longer to see that no more come.
+pub async fn wait_count(
+    js: &jetstream::Context,
+    stream: &str,
+    n: u64,
+    timeout: Duration,
+    ingest: &Ingest,
+) {
+    let start = Instant::now();
+    loop {
+        let c = stream_count(js, stream).await;
+        if c >= n {
+            break;
+        }
+        if start.elapsed() > timeout {
+            panic!(
+                "stream {stream} has {c} messages, wanted {n}\n{}",
+                ingest.log_tail()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One stored message.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub stream_seq: u64,
+    pub subject: String,
+    pub msg_id: String,
+    pub relay_seq: i64,
+    pub json: Value,
+}
+
+/// Every message of the stream, read by a pull consumer with explicit acks.
+pub async fn read_all(js: &jetstream::Context, stream: &str) -> Vec<Stored> {
+    let mut s = js.get_stream(stream).await.expect("stream");
+    let total = s.info().await.expect("info").state.messages;
+    let c = s
+        .create_consumer(consumer::pull::Config {
+            filter_subject: "bsky.>".into(),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+    let mut out = Vec::new();
+    let mut msgs = c.messages().await.expect("messages");
+    while (out.len() as u64) < total {
+        let m = tokio::time::timeout(Duration::from_secs(10), msgs.next())
+            .await
+            .expect("message in time")
+            .expect("stream open")
+            .expect("message");
+        let info = m.info().expect("info");
+        let headers = m.headers.clone().unwrap_or_default();
+        let get = |h: &str| {
+            headers
+                .get(h)
+                .map(|v| v.as_str().to_string())
+                .unwrap_or_default()
+        };
+        out.push(Stored {
+            stream_seq: info.stream_sequence,
+            subject: m.subject.to_string(),
+            msg_id: get("Nats-Msg-Id"),
+            relay_seq: get("Bsky-Seq").parse().expect("Bsky-Seq header"),
+            json: serde_json::from_slice(&m.payload).expect("payload JSON"),
+        });
+        m.ack().await.expect("ack");
+    }
+    out
+}
+
+pub async fn relay(
+    capture: Arc<Capture>,
+    opts: staging::replay::ReplayOptions,
+) -> staging::replay::RelayHandle {
+    staging::replay::spawn(capture, opts)
+        .await
+        .expect("staging relay")
+}
+
+pub fn relay_base(h: &staging::replay::RelayHandle) -> String {
+    format!("ws://{}", h.addr())
+}
