@@ -472,7 +472,11 @@ mod tests {
     #[test]
     fn file_then_flags() {
         let mut f = tempfile::NamedTempFile::new().expect("tmp");
-        writeln!(f, "[relay]\nurl = \"ws://127.0.0.1:1\"\n[stream]\nmax_age = \"2h\"").expect("w");
+        writeln!(
+            f,
+            "[relay]\nurl = \"ws://127.0.0.1:1\"\n[stream]\nmax_age = \"2h\""
+        )
+        .expect("w");
         let flags = Flags {
             config: Some(f.path().to_path_buf()),
             nats: Some("nats://10.0.0.1:4222".into()),

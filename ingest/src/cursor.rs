@@ -182,7 +182,9 @@ pub async fn stored_after(
         .map_err(|e| anyhow::anyhow!("resume consumer: {e}"))?;
     while let Some(msg) = messages.next().await {
         let msg = msg.map_err(|e| anyhow::anyhow!("resume consumer: {e}"))?;
-        let info = msg.info().map_err(|e| anyhow::anyhow!("resume consumer: {e}"))?;
+        let info = msg
+            .info()
+            .map_err(|e| anyhow::anyhow!("resume consumer: {e}"))?;
         let seq = info.stream_sequence;
         if let Some(id) = msg
             .headers

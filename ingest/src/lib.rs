@@ -71,7 +71,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .await
             .map_err(|e| anyhow::anyhow!("metrics.listen {}: {e}", config.metrics.listen))?;
         info!(addr = %listener.local_addr()?, "metrics on /metrics");
-        Some(tokio::spawn(metrics::serve(listener, registry, shutdown.clone())))
+        Some(tokio::spawn(metrics::serve(
+            listener,
+            registry,
+            shutdown.clone(),
+        )))
     };
 
     let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
@@ -89,18 +93,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         start: position,
     };
     let saver_done = CancellationToken::new();
-    let saver = tokio::spawn(store.keep(
-        cursor_rx,
-        config.cursor.save_interval,
-        saver_done.clone(),
-    ));
+    let saver =
+        tokio::spawn(store.keep(cursor_rx, config.cursor.save_interval, saver_done.clone()));
     let publisher = tokio::spawn(publisher.run(rx, cursor_tx, DRAIN_TIMEOUT));
     let progress = tokio::spawn(progress(
         metrics.clone(),
         config.log.progress_interval,
         shutdown.clone(),
     ));
-    let reader = relay::run(config.relay.clone(), start, tx, metrics.clone(), shutdown.clone());
+    let reader = relay::run(
+        config.relay.clone(),
+        start,
+        tx,
+        metrics.clone(),
+        shutdown.clone(),
+    );
 
     reader.await; // returns on shutdown; dropping its sender lets the publisher drain
     let _ = publisher.await;
@@ -123,7 +130,11 @@ async fn progress(m: metrics::Metrics, every: Duration, shutdown: CancellationTo
     let total_events = |m: &metrics::Metrics| -> u64 {
         firehose::Kind::ALL
             .iter()
-            .map(|k| m.events.get_or_create(&metrics::KindLabel { kind: k.as_str() }).get())
+            .map(|k| {
+                m.events
+                    .get_or_create(&metrics::KindLabel { kind: k.as_str() })
+                    .get()
+            })
             .sum()
     };
     let mut last = (Instant::now(), total_events(&m), m.published.get());

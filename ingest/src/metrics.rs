@@ -97,13 +97,20 @@ impl Metrics {
                 kind: kind.as_str(),
             });
         }
-        for reason in firehose::SKIP_REASONS.iter().chain(["frame_too_large", "stale_seq"].iter()) {
+        for reason in firehose::SKIP_REASONS
+            .iter()
+            .chain(["frame_too_large", "stale_seq"].iter())
+        {
             let _ = self.skipped.get_or_create(&ReasonLabel { reason });
         }
         for reason in RECONNECT_REASONS {
             let _ = self.reconnects.get_or_create(&ReasonLabel { reason });
         }
-        r.register("events", "Relay frames handled, by kind", self.events.clone());
+        r.register(
+            "events",
+            "Relay frames handled, by kind",
+            self.events.clone(),
+        );
         r.register(
             "ops",
             "Messages published, by action and collection",

@@ -131,9 +131,7 @@ impl Publisher {
             }
             let label = OpLabel {
                 action: m.action.as_str(),
-                collection: m
-                    .collection()
-                    .map_or("none", Metrics::collection_label),
+                collection: m.collection().map_or("none", Metrics::collection_label),
             };
             let msg = Arc::new(Outgoing {
                 subject: m.subject,
@@ -195,8 +193,10 @@ fn ready(seq: i64, last_of_frame: bool) -> BoxFuture<'static, Done> {
 async fn publish(
     js: &Context,
     m: &Outgoing,
-) -> Result<async_nats::jetstream::context::PublishAckFuture, async_nats::jetstream::context::PublishError>
-{
+) -> Result<
+    async_nats::jetstream::context::PublishAckFuture,
+    async_nats::jetstream::context::PublishError,
+> {
     js.send_publish(
         m.subject.clone(),
         PublishMessage::build()

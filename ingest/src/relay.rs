@@ -46,7 +46,8 @@ pub async fn run(
         let ws_config = WebSocketConfig::default()
             .max_message_size(Some(config.max_frame_bytes))
             .max_frame_size(Some(config.max_frame_bytes));
-        let connect = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(ws_config), true);
+        let connect =
+            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(ws_config), true);
         let outcome = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = connect => match r {
@@ -107,7 +108,9 @@ where
             n = tokio::time::timeout(config.idle_timeout, ws.next()) => n,
         };
         let bytes = match next {
-            Err(_) => return End::Reconnect("idle", format!("no frame for {:?}", config.idle_timeout)),
+            Err(_) => {
+                return End::Reconnect("idle", format!("no frame for {:?}", config.idle_timeout))
+            }
             Ok(None) => return End::Reconnect("closed", "relay closed the stream".into()),
             Ok(Some(Err(e))) => {
                 use tokio_tungstenite::tungstenite::error::{CapacityError, Error};
@@ -116,7 +119,9 @@ where
                         metrics.skip("frame_too_large");
                         End::Reconnect(
                             "frame_too_large",
-                            format!("frame of {size} bytes is above relay.max_frame_bytes = {max_size}"),
+                            format!(
+                                "frame of {size} bytes is above relay.max_frame_bytes = {max_size}"
+                            ),
                         )
                     }
                     Error::ConnectionClosed | Error::AlreadyClosed => {
@@ -217,7 +222,11 @@ fn on_event(d: Decoded, cursor: &mut Option<i64>, metrics: &Metrics) -> Option<B
         warn!(seq, reason = skip.reason, path = %skip.path, "skipping op");
     }
     if d.too_big {
-        warn!(seq, ops = d.messages.len(), "tooBig commit: ops published without records");
+        warn!(
+            seq,
+            ops = d.messages.len(),
+            "tooBig commit: ops published without records"
+        );
     }
     Some(Batch {
         seq,
@@ -272,7 +281,9 @@ mod tests {
     fn backoff_grows_to_the_ceiling_and_resets() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
         let delays: Vec<_> = (0..8).map(|_| b.next()).collect();
-        assert!(delays.iter().all(|d| *d >= Duration::from_millis(50) && *d <= Duration::from_millis(800)));
+        assert!(delays
+            .iter()
+            .all(|d| *d >= Duration::from_millis(50) && *d <= Duration::from_millis(800)));
         assert_eq!(b.current, Duration::from_millis(800));
         b.reset();
         assert!(b.next() <= Duration::from_millis(100));

@@ -26,9 +26,10 @@ pub async fn connect(cfg: &Nats) -> anyhow::Result<async_nats::Client> {
         opts = opts.nkey(seed.clone());
     }
     if let Some(path) = &cfg.creds_file {
-        opts = opts.credentials_file(path).await.map_err(|e| {
-            anyhow::anyhow!("nats.creds_file: cannot read {}: {e}", path.display())
-        })?;
+        opts = opts
+            .credentials_file(path)
+            .await
+            .map_err(|e| anyhow::anyhow!("nats.creds_file: cannot read {}: {e}", path.display()))?;
     }
     if let Some(ca) = &cfg.tls_ca {
         if !ca.is_file() {
@@ -67,7 +68,9 @@ pub fn check_version(version: &str) -> anyhow::Result<()> {
 pub fn stream_config(cfg: &StreamConfig) -> stream::Config {
     stream::Config {
         name: cfg.name.clone(),
-        description: Some("Bluesky firehose, one subject per record collection (see subjects.md)".into()),
+        description: Some(
+            "Bluesky firehose, one subject per record collection (see subjects.md)".into(),
+        ),
         subjects: vec![format!("{}.>", firehose::SUBJECT_PREFIX)],
         storage: stream::StorageType::File,
         retention: stream::RetentionPolicy::Limits,

@@ -143,7 +143,10 @@ impl Message {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
     /// `#info`, e.g. `OutdatedCursor`.
-    Info { name: String, message: Option<String> },
+    Info {
+        name: String,
+        message: Option<String>,
+    },
     /// An error frame (`op: -1`), e.g. `FutureCursor`, `ConsumerTooSlow`.
     Error {
         error: String,
@@ -212,7 +215,9 @@ impl FrameError {
 impl<E: std::fmt::Debug> From<serde_ipld_dagcbor::DecodeError<E>> for FrameError {
     fn from(e: serde_ipld_dagcbor::DecodeError<E>) -> Self {
         match e {
-            serde_ipld_dagcbor::DecodeError::Eof { .. } => FrameError::Truncated("end of input".into()),
+            serde_ipld_dagcbor::DecodeError::Eof { .. } => {
+                FrameError::Truncated("end of input".into())
+            }
             other => FrameError::Cbor(format!("{other:?}")),
         }
     }
@@ -388,7 +393,10 @@ fn check_did(did: &str) -> Result<(), FrameError> {
 fn open_envelope(out: &mut Vec<u8>, did: &str, time_us: i64, kind: &str) {
     out.extend_from_slice(b"{\"did\":");
     json::write_str(out, did);
-    let _ = write!(out, ",\"time_us\":{time_us},\"kind\":\"{kind}\",\"{kind}\":");
+    let _ = write!(
+        out,
+        ",\"time_us\":{time_us},\"kind\":\"{kind}\",\"{kind}\":"
+    );
 }
 
 fn decode_event(t: &str, body: &[u8]) -> Result<Decoded, FrameError> {

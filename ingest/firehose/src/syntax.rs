@@ -55,8 +55,7 @@ pub fn is_record_key(s: &str) -> bool {
         && s.len() <= 512
         && s != "."
         && s != ".."
-        && s
-            .bytes()
+        && s.bytes()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'~' | b'-'))
 }
 

@@ -14,7 +14,11 @@ pub fn parse_rfc3339_micros(s: &str) -> Option<i64> {
         }
         Some(part.iter().fold(0i64, |a, d| a * 10 + i64::from(d - b'0')))
     };
-    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') || b[13] != b':' || b[16] != b':'
+    if b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't')
+        || b[13] != b':'
+        || b[16] != b':'
     {
         return None;
     }
@@ -98,7 +102,13 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for s in ["", "2026-07-04", "2026-13-04T00:00:00Z", "2026-07-04T14:38:07.Z", "2026-07-04T14:38:07"] {
+        for s in [
+            "",
+            "2026-07-04",
+            "2026-13-04T00:00:00Z",
+            "2026-07-04T14:38:07.Z",
+            "2026-07-04T14:38:07",
+        ] {
             assert_eq!(parse_rfc3339_micros(s), None, "{s}");
         }
     }

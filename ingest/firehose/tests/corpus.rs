@@ -7,7 +7,9 @@ use std::path::PathBuf;
 fn fixtures() -> PathBuf {
     std::env::var_os("BSKY_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
+        })
 }
 
 fn frames() -> Vec<Vec<u8>> {
@@ -37,16 +39,15 @@ fn key(v: &Value) -> String {
 fn corpus_matches_production_jetstream() {
     let frames = frames();
     assert_eq!(frames.len(), 150);
-    let expected: HashMap<String, Value> = std::fs::read_to_string(
-        fixtures().join("jetstream-corpus/expected_v1.jsonl"),
-    )
-    .expect("expected")
-    .lines()
-    .map(|l| {
-        let v: Value = serde_json::from_str(l).expect("json");
-        (key(&v), v)
-    })
-    .collect();
+    let expected: HashMap<String, Value> =
+        std::fs::read_to_string(fixtures().join("jetstream-corpus/expected_v1.jsonl"))
+            .expect("expected")
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).expect("json");
+                (key(&v), v)
+            })
+            .collect();
     assert_eq!(expected.len(), 152);
 
     let mut seen = 0;
@@ -58,7 +59,11 @@ fn corpus_matches_production_jetstream() {
         assert_eq!(d.seq, Some(31527015322 + i as i64));
         for m in &d.messages {
             let mut got: Value = serde_json::from_slice(&m.payload).expect("payload is JSON");
-            assert_eq!(got["time_us"].as_i64(), d.time_us, "time_us is the event's own time");
+            assert_eq!(
+                got["time_us"].as_i64(),
+                d.time_us,
+                "time_us is the event's own time"
+            );
             let want = expected
                 .get(&key(&got))
                 .unwrap_or_else(|| panic!("unexpected event {got}"));
