@@ -27,6 +27,8 @@
 //! # Ok::<(), testkit::Error>(())
 //! ```
 
+pub mod frames;
+
 use std::env;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};

@@ -1,0 +1,241 @@
+//! Firehose frames built from the `com.atproto.sync.subscribeRepos` lexicon, for tests.
+//!
+//! Real captures have no `#sync`, `#info`, error frames, `tooBig` commits, 200-op commits
+//! or 5 MB frames; these builders make them, in canonical DAG-CBOR (serde_ipld_dagcbor
+//! sorts map keys), with real CIDs (sha2-256 of each block).
+
+use ipld_core::cid::Cid;
+use ipld_core::ipld::Ipld;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// A map from string keys, the only kind DAG-CBOR allows.
+pub fn map<const N: usize>(entries: [(&str, Ipld); N]) -> Ipld {
+    Ipld::Map(
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect::<BTreeMap<_, _>>(),
+    )
+}
+
+pub fn s(v: &str) -> Ipld {
+    Ipld::String(v.to_string())
+}
+
+/// Canonical DAG-CBOR bytes of a value.
+pub fn cbor(v: &Ipld) -> Vec<u8> {
+    serde_ipld_dagcbor::to_vec(v).unwrap_or_default()
+}
+
+/// The CIDv1 (dag-cbor, sha2-256) of a block.
+pub fn cid_of(block: &[u8]) -> Cid {
+    let digest = Sha256::digest(block);
+    let mut bytes = vec![0x01, 0x71, 0x12, 0x20];
+    bytes.extend_from_slice(&digest);
+    Cid::try_from(bytes.as_slice()).unwrap_or_default()
+}
+
+/// A CARv1 slice: header with `roots` then each block as `varint(len) cid data`.
+pub fn car(roots: &[Cid], blocks: &[(Cid, Vec<u8>)]) -> Vec<u8> {
+    let header = cbor(&map([
+        (
+            "roots",
+            Ipld::List(roots.iter().map(|c| Ipld::Link(*c)).collect()),
+        ),
+        ("version", Ipld::Integer(1)),
+    ]));
+    let mut out = Vec::new();
+    varint(&mut out, header.len() as u64);
+    out.extend_from_slice(&header);
+    for (cid, data) in blocks {
+        let cid_bytes = cid.to_bytes();
+        varint(&mut out, (cid_bytes.len() + data.len()) as u64);
+        out.extend_from_slice(&cid_bytes);
+        out.extend_from_slice(data);
+    }
+    out
+}
+
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A frame: header `{op, t}` followed by the body.
+pub fn frame(t: &str, body: &Ipld) -> Vec<u8> {
+    let mut out = cbor(&map([("op", Ipld::Integer(1)), ("t", s(t))]));
+    out.extend_from_slice(&cbor(body));
+    out
+}
+
+/// An error frame (`op: -1`).
+pub fn error_frame(error: &str, message: &str) -> Vec<u8> {
+    let mut out = cbor(&map([("op", Ipld::Integer(-1))]));
+    out.extend_from_slice(&cbor(&map([("error", s(error)), ("message", s(message))])));
+    out
+}
+
+/// `#info`, e.g. `OutdatedCursor`.
+pub fn info_frame(name: &str, message: &str) -> Vec<u8> {
+    frame("#info", &map([("name", s(name)), ("message", s(message))]))
+}
+
+pub fn identity_frame(seq: i64, did: &str, time: &str, handle: &str) -> Vec<u8> {
+    frame(
+        "#identity",
+        &map([
+            ("seq", Ipld::Integer(seq.into())),
+            ("did", s(did)),
+            ("time", s(time)),
+            ("handle", s(handle)),
+        ]),
+    )
+}
+
+pub fn account_frame(
+    seq: i64,
+    did: &str,
+    time: &str,
+    active: bool,
+    status: Option<&str>,
+) -> Vec<u8> {
+    let mut m = BTreeMap::new();
+    m.insert("seq".to_string(), Ipld::Integer(seq.into()));
+    m.insert("did".to_string(), s(did));
+    m.insert("time".to_string(), s(time));
+    m.insert("active".to_string(), Ipld::Bool(active));
+    if let Some(st) = status {
+        m.insert("status".to_string(), s(st));
+    }
+    frame("#account", &Ipld::Map(m))
+}
+
+/// `#sync`: the repo's current commit, carried as a one-block CAR.
+pub fn sync_frame(seq: i64, did: &str, rev: &str, time: &str) -> Vec<u8> {
+    let commit = commit_block(did, rev, &cid_of(b"data"));
+    let commit_cid = cid_of(&commit);
+    frame(
+        "#sync",
+        &map([
+            ("seq", Ipld::Integer(seq.into())),
+            ("did", s(did)),
+            ("rev", s(rev)),
+            ("time", s(time)),
+            (
+                "blocks",
+                Ipld::Bytes(car(&[commit_cid], &[(commit_cid, commit)])),
+            ),
+        ]),
+    )
+}
+
+fn commit_block(did: &str, rev: &str, data: &Cid) -> Vec<u8> {
+    cbor(&map([
+        ("did", s(did)),
+        ("version", Ipld::Integer(3)),
+        ("data", Ipld::Link(*data)),
+        ("rev", s(rev)),
+        ("prev", Ipld::Null),
+        ("sig", Ipld::Bytes(vec![7; 64])),
+    ]))
+}
+
+/// One op of a commit under construction.
+#[derive(Clone, Debug)]
+pub struct Op {
+    pub action: &'static str,
+    pub path: String,
+    /// The record for create/update (DAG-CBOR value); `None` for delete.
+    pub record: Option<Ipld>,
+}
+
+impl Op {
+    pub fn create(path: impl Into<String>, record: Ipld) -> Op {
+        Op {
+            action: "create",
+            path: path.into(),
+            record: Some(record),
+        }
+    }
+    pub fn delete(path: impl Into<String>) -> Op {
+        Op {
+            action: "delete",
+            path: path.into(),
+            record: None,
+        }
+    }
+}
+
+/// A post record with `text`.
+pub fn post(text: &str) -> Ipld {
+    map([
+        ("$type", s("app.bsky.feed.post")),
+        ("text", s(text)),
+        ("createdAt", s("2026-07-04T14:38:06.240Z")),
+    ])
+}
+
+/// A `#commit` frame. With `too_big`, the blocks are left out (pre-Sync-1.1 relays did
+/// that when a commit was too large to carry).
+pub fn commit_frame(
+    seq: i64,
+    did: &str,
+    rev: &str,
+    time: &str,
+    ops: &[Op],
+    too_big: bool,
+) -> Vec<u8> {
+    let mut blocks = Vec::new();
+    let mut op_values = Vec::new();
+    for op in ops {
+        let cid = op.record.as_ref().map(|r| {
+            let bytes = cbor(r);
+            let cid = cid_of(&bytes);
+            blocks.push((cid, bytes));
+            cid
+        });
+        op_values.push(map([
+            ("action", s(op.action)),
+            ("path", s(&op.path)),
+            ("cid", cid.map_or(Ipld::Null, Ipld::Link)),
+        ]));
+    }
+    let commit = commit_block(did, rev, &cid_of(rev.as_bytes()));
+    let commit_cid = cid_of(&commit);
+    blocks.insert(0, (commit_cid, commit));
+    let car_bytes = if too_big {
+        Vec::new()
+    } else {
+        car(&[commit_cid], &blocks)
+    };
+    frame(
+        "#commit",
+        &map([
+            ("seq", Ipld::Integer(seq.into())),
+            ("rebase", Ipld::Bool(false)),
+            ("tooBig", Ipld::Bool(too_big)),
+            ("repo", s(did)),
+            ("commit", Ipld::Link(commit_cid)),
+            ("rev", s(rev)),
+            ("since", Ipld::Null),
+            ("blocks", Ipld::Bytes(car_bytes)),
+            ("ops", Ipld::List(op_values)),
+            ("blobs", Ipld::List(Vec::new())),
+            ("time", s(time)),
+        ]),
+    )
+}
+
+/// Writes frames in the capture format: `[u32 LE length][frame]…` (uncompressed).
+pub fn capture(frames: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in frames {
+        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        out.extend_from_slice(f);
+    }
+    out
+}
