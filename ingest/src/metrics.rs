@@ -33,6 +33,9 @@ pub const COLLECTIONS: &[&str] = &[
     "chat.bsky.actor.declaration",
 ];
 
+/// Skip reasons the ingestor adds to the decoder's [`firehose::SKIP_REASONS`].
+pub const INGEST_SKIP_REASONS: &[&str] = &["frame_too_large", "stale_seq", "too_large_for_nats"];
+
 /// Reasons the relay connection was re-established.
 pub const RECONNECT_REASONS: &[&str] = &[
     "closed",
