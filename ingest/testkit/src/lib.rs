@@ -11,6 +11,9 @@
 //! state survives a server restart. The server runs with the same `max_payload`
 //! as `deploy/nats-server.conf` ([`MAX_PAYLOAD`]).
 //!
+//! [`frames`] builds synthetic firehose frames (kinds and sizes that real
+//! captures lack) for the decoder and ingestor tests.
+//!
 //! The API is synchronous (`std::process`, `std::net`), so it works from plain
 //! `#[test]`s, `#[tokio::test]`s and benchmarks alike.
 //!
