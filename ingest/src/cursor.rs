@@ -1,7 +1,10 @@
 //! The resume cursor, kept in NATS itself: one key in a JetStream KV bucket.
 //!
 //! The value is `{"relay_seq":N,"stream_seq":S,"relay":"<url>"}`: every event with relay seq
-//! ≤ N is acknowledged by JetStream, and S is the highest stream sequence among them.
+//! ≤ N is acknowledged by JetStream, and S is the highest stream sequence among them that
+//! a first publish stored (a retried message can land after later frames' messages, so it
+//! would push S past messages a restart must know about). Every message of a frame after N
+//! is therefore stored above S.
 //! It is stored every `cursor.save_interval` and on shutdown.
 //!
 //! Exactly once after `kill -9`: the cursor lags what the stream holds by at most one save

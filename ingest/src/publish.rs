@@ -44,6 +44,9 @@ pub struct Publisher {
 struct Done {
     seq: i64,
     last_of_frame: bool,
+    /// The stream sequence of a message stored by its first publish. A retried message
+    /// may be stored after messages of later frames, so it says nothing about them and
+    /// is left out: the cursor's `stream_seq` must stay below every later frame's message.
     stream_seq: Option<u64>,
     bytes: usize,
 }
@@ -60,6 +63,7 @@ impl Publisher {
         let mut inflight: FuturesOrdered<BoxFuture<'static, Done>> = FuturesOrdered::new();
         let mut inflight_bytes = 0usize;
         let mut position = self.start;
+        let mut frame_max = position.stream_seq;
         let last_warn = Arc::new(AtomicU64::new(0));
         let epoch = Instant::now();
         loop {
@@ -68,7 +72,7 @@ impl Publisher {
                 biased;
                 Some(done) = inflight.next(), if !inflight.is_empty() => {
                     inflight_bytes -= done.bytes;
-                    self.on_done(done, &mut position, &cursor);
+                    self.on_done(done, &mut position, &mut frame_max, &cursor);
                 }
                 batch = rx.recv(), if room => match batch {
                     Some(batch) => {
@@ -85,7 +89,7 @@ impl Publisher {
         // The reader is gone (shutdown): wait for what is in flight, for a while.
         let drain = async {
             while let Some(done) = inflight.next().await {
-                self.on_done(done, &mut position, &cursor);
+                self.on_done(done, &mut position, &mut frame_max, &cursor);
                 self.metrics.inflight.set(inflight.len() as i64);
             }
         };
@@ -97,11 +101,21 @@ impl Publisher {
         }
     }
 
-    fn on_done(&self, done: Done, position: &mut Position, cursor: &watch::Sender<Position>) {
+    /// Moves the position when a frame's last message is acked (acks arrive in order).
+    /// `frame_max` gathers stream sequences until then: a half-acked frame must not move
+    /// `stream_seq`, or a restart would miss that frame's stored messages.
+    fn on_done(
+        &self,
+        done: Done,
+        position: &mut Position,
+        frame_max: &mut u64,
+        cursor: &watch::Sender<Position>,
+    ) {
         if let Some(s) = done.stream_seq {
-            position.stream_seq = position.stream_seq.max(s);
+            *frame_max = (*frame_max).max(s);
         }
         if done.last_of_frame {
+            position.stream_seq = *frame_max;
             position.relay_seq = Some(done.seq);
             self.metrics.cursor_seq.set(done.seq);
             let _ = cursor.send(*position);
@@ -159,10 +173,10 @@ impl Publisher {
                 last_warn.clone(),
                 epoch,
             )
-            .map(move |stream_seq| Done {
+            .map(move |(stream_seq, first_try)| Done {
                 seq,
                 last_of_frame,
-                stream_seq: Some(stream_seq),
+                stream_seq: first_try.then_some(stream_seq),
                 bytes,
             })
             .boxed();
@@ -207,7 +221,8 @@ async fn publish(
     .await
 }
 
-/// Waits for the ack of `m`, publishing it again (same id) after each failure.
+/// Waits for the ack of `m`, publishing it again (same id) after each failure. Returns
+/// the stream sequence and whether the first publish was the one acknowledged.
 async fn acked(
     js: Context,
     m: Arc<Outgoing>,
@@ -219,8 +234,9 @@ async fn acked(
     label: OpLabel,
     last_warn: Arc<AtomicU64>,
     epoch: Instant,
-) -> u64 {
+) -> (u64, bool) {
     let mut attempt = first;
+    let mut first_try = true;
     let mut delay = Duration::from_millis(100);
     loop {
         let err = match attempt {
@@ -228,13 +244,14 @@ async fn acked(
                 Ok(ack) => {
                     metrics.published.inc();
                     metrics.ops.get_or_create(&label).inc();
-                    return ack.sequence;
+                    return (ack.sequence, first_try);
                 }
                 Err(e) => e.to_string(),
             },
             Err(e) => e.to_string(),
         };
         metrics.publish_retries.inc();
+        first_try = false;
         // One warning every 5 s at most, however many messages are retrying.
         let now = epoch.elapsed().as_secs();
         let prev = last_warn.load(Ordering::Relaxed);

@@ -258,3 +258,77 @@ pub async fn relay(
 pub fn relay_base(h: &staging::replay::RelayHandle) -> String {
     format!("ws://{}", h.addr())
 }
+
+/// A synthesized capture of about `ops` record ops (deterministic from `seed`).
+pub fn synth(ops: u64, seed: u64) -> Arc<Capture> {
+    use staging::synth::{synthesize, Source, SynthConfig};
+    let source = Source::load(testkit::shared_fixtures().join("shrike-fixtures/calabro.car"))
+        .expect("calabro.car");
+    let cfg = SynthConfig {
+        seed,
+        ops,
+        start_seq: 1_000_000,
+        repos: 2_000,
+        big_every: ops / 2,
+        ..SynthConfig::default()
+    };
+    let mut w = staging::capture::CaptureWriter::new(Vec::new(), None).expect("writer");
+    synthesize(&source, cfg, &mut w).expect("synthesize");
+    Arc::new(Capture::from_bytes(w.finish().expect("finish")).expect("capture"))
+}
+
+/// What the stream must hold for a capture: every message the decoder makes, by id.
+pub fn expected_messages(c: &Capture) -> HashMap<String, (String, Value)> {
+    let mut out = HashMap::new();
+    for f in c.frames() {
+        if let Ok(d) = firehose::decode(&f.bytes) {
+            for m in d.messages {
+                let v: Value = serde_json::from_slice(&m.payload).expect("json");
+                assert!(
+                    out.insert(m.msg_id, (m.subject, v)).is_none(),
+                    "ids are unique"
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The stream holds each expected message exactly once, with the right subject and content.
+pub async fn assert_exact(js: &jetstream::Context, expected: &HashMap<String, (String, Value)>) {
+    let stored = read_all(js, "BSKY").await;
+    let mut seen = std::collections::HashSet::new();
+    for m in &stored {
+        assert!(
+            seen.insert(m.msg_id.clone()),
+            "duplicate in stream: {}",
+            m.msg_id
+        );
+        let (subject, json) = expected
+            .get(&m.msg_id)
+            .unwrap_or_else(|| panic!("unexpected message {}", m.msg_id));
+        assert_eq!(&m.subject, subject);
+        assert_eq!(&m.json, json, "content of {}", m.msg_id);
+    }
+    assert_eq!(stored.len(), expected.len(), "every op exactly once");
+}
+
+/// Sends a signal to a child by pid.
+pub fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+/// A small deterministic PRNG for test schedules (the seed is printed by the caller).
+pub struct Rng(pub u64);
+impl Rng {
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
