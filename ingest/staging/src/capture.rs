@@ -6,7 +6,7 @@
 //! `time`. [`CaptureWriter`] writes captures as a stream.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -16,6 +16,10 @@ use crate::MAX_FRAME_BYTES;
 
 /// The four bytes that open a zstd frame.
 pub const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// zstd window (log2 bytes) used when writing: 27 = 128 MiB, the largest window decoders
+/// accept without an explicit option.
+pub const ZSTD_WINDOW_LOG: u32 = 27;
 
 /// Why a capture could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -85,14 +89,34 @@ pub struct Capture {
 }
 
 impl Capture {
-    /// Reads a capture file (plain or zstd).
+    /// Reads a capture file (plain or zstd). A zstd file is decompressed as it is read, so
+    /// only the decompressed capture is held in memory.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, CaptureError> {
         let path = path.as_ref();
-        let data = std::fs::read(path).map_err(|source| CaptureError::Io {
+        let io_err = |source| CaptureError::Io {
             path: path.to_owned(),
             source,
-        })?;
-        Self::from_bytes(data)
+        };
+        let mut file = File::open(path).map_err(io_err)?;
+        let len = file.metadata().map_err(io_err)?.len();
+        let mut magic = [0u8; 4];
+        let zstd = len >= 4 && {
+            file.read_exact(&mut magic).map_err(io_err)?;
+            file.seek(SeekFrom::Start(0)).map_err(io_err)?;
+            magic == ZSTD_MAGIC
+        };
+        let data = if zstd {
+            let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0).saturating_mul(3));
+            zstd::stream::read::Decoder::new(file)
+                .and_then(|mut d| d.read_to_end(&mut out))
+                .map_err(CaptureError::Zstd)?;
+            out
+        } else {
+            let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+            file.read_to_end(&mut out).map_err(io_err)?;
+            out
+        };
+        Self::parse(data)
     }
 
     /// Parses a capture from its file contents (plain or zstd).
@@ -106,6 +130,11 @@ impl Capture {
         } else {
             data
         };
+        Self::parse(data)
+    }
+
+    /// Splits an uncompressed capture into frames.
+    fn parse(data: Vec<u8>) -> Result<Self, CaptureError> {
         let buf = Bytes::from(data);
         let mut frames = Vec::new();
         let mut pos = 0usize;
@@ -295,10 +324,20 @@ impl CaptureWriter<BufWriter<File>> {
 impl<W: Write> CaptureWriter<W> {
     /// Wraps a writer; `zstd_level` `Some(level)` compresses (levels 1..=22; 3 is zstd's
     /// default, 1 the fastest).
+    ///
+    /// Compression uses zstd's long-distance matching over a 128 MiB window
+    /// ([`ZSTD_WINDOW_LOG`]): captures repeat blocks far apart (synthesized ones reuse a
+    /// repository's blocks), which a default window misses. Any zstd decoder reads the result
+    /// (128 MiB is the default window limit of decoders, `zstd -d` included).
     pub fn new(inner: W, zstd_level: Option<i32>) -> Result<Self, CaptureError> {
         let sink = match zstd_level {
             None => Sink::Plain(inner),
-            Some(level) => Sink::Zstd(zstd::stream::write::Encoder::new(inner, level)?),
+            Some(level) => {
+                let mut enc = zstd::stream::write::Encoder::new(inner, level)?;
+                enc.long_distance_matching(true)?;
+                enc.window_log(ZSTD_WINDOW_LOG)?;
+                Sink::Zstd(enc)
+            }
         };
         Ok(Self {
             sink,

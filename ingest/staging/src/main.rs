@@ -4,6 +4,8 @@
 //! [`staging::record::record`], [`staging::replay::serve`] or
 //! [`staging::synth::synthesize`].
 
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -97,8 +99,13 @@ struct SynthArgs {
     /// Output capture file; zstd-compressed when it ends in .zst or --zstd-level is given.
     #[arg(short, long)]
     output: PathBuf,
-    /// Real repository CAR the records and MST nodes come from.
-    #[arg(long, default_value = "../shared/fixtures/shrike-fixtures/calabro.car")]
+    /// Real repository CAR the records and MST nodes come from (the default is relative to
+    /// the working directory: the repository root, with shared/ beside the checkout).
+    #[arg(
+        long,
+        env = "STAGING_REPO_CAR",
+        default_value = "../shared/fixtures/shrike-fixtures/calabro.car"
+    )]
     repo: PathBuf,
     /// Commit ops to produce in total.
     #[arg(long, default_value_t = 100_000)]
@@ -321,15 +328,13 @@ fn synth_cmd(args: SynthArgs) -> Result<()> {
     let file_bytes = std::fs::metadata(&args.output)
         .map(|m| m.len())
         .unwrap_or(0);
-    print!("{report}");
-    println!(
-        "wrote {} ({} bytes on disk) in {:.2} s ({:.0} ops/s)",
+    emit(&format!(
+        "{report}wrote {} ({} bytes on disk) in {:.2} s ({:.0} ops/s)\n",
         args.output.display(),
         file_bytes,
         elapsed.as_secs_f64(),
         report.ops as f64 / elapsed.as_secs_f64().max(1e-9)
-    );
-    Ok(())
+    ))
 }
 
 fn info(args: InfoArgs) -> Result<()> {
@@ -337,38 +342,58 @@ fn info(args: InfoArgs) -> Result<()> {
         .with_context(|| format!("{}", args.capture.display()))?
         .len();
     let capture = Capture::load(&args.capture)?;
-    println!("file: {} ({on_disk} bytes on disk)", args.capture.display());
-    println!("frames: {}", capture.len());
+    let mut out = String::new();
+    writeln!(
+        out,
+        "file: {} ({on_disk} bytes on disk)",
+        args.capture.display()
+    )?;
+    writeln!(out, "frames: {}", capture.len())?;
     match (capture.first_seq(), capture.last_seq()) {
-        (Some(a), Some(b)) => println!(
+        (Some(a), Some(b)) => writeln!(
+            out,
             "seq: {a}..={b} ({})",
             if capture.seq_strictly_increasing() {
                 "strictly increasing"
             } else {
                 "NOT strictly increasing"
             }
-        ),
-        _ => println!("seq: none"),
+        )?,
+        _ => writeln!(out, "seq: none")?,
     }
     if let Some((a, b)) = capture.time_range() {
-        println!(
+        writeln!(
+            out,
             "time: {} .. {} ({:.3} s)",
             time::format_rfc3339_millis(a),
             time::format_rfc3339_millis(b),
             (b - a) as f64 / 1e6
-        );
+        )?;
     }
     let sizes: Vec<usize> = capture.frames().iter().map(|f| f.bytes.len()).collect();
     if let (Some(min), Some(max)) = (sizes.iter().min(), sizes.iter().max()) {
-        println!(
+        writeln!(
+            out,
             "frame bytes: total {}, min {min}, mean {:.0}, max {max}",
             capture.total_bytes(),
             capture.total_bytes() as f64 / sizes.len() as f64
-        );
+        )?;
     }
-    println!("kinds:");
+    writeln!(out, "kinds:")?;
     for (kind, n) in capture.kinds() {
-        println!("  {kind:<12} {n}");
+        writeln!(out, "  {kind:<12} {n}")?;
     }
-    Ok(())
+    emit(&out)
+}
+
+/// Writes to stdout; a closed pipe (`staging info … | head`) is not an error.
+fn emit(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }

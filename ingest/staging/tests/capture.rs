@@ -123,3 +123,26 @@ fn start_after_follows_cursor_semantics() {
     assert_eq!(capture.start_after(first + 149), 150);
     assert_eq!(capture.start_after(u64::MAX), 150);
 }
+
+#[test]
+fn load_reads_plain_and_zstd_files() {
+    let capture = common::corpus();
+    let dir = tempfile::tempdir().unwrap();
+    for (name, level) in [("c.bin", None), ("c.bin.zst", Some(1))] {
+        let path = dir.path().join(name);
+        let mut w = CaptureWriter::create(&path, level).unwrap();
+        for f in capture.frames() {
+            w.write_frame(&f.bytes).unwrap();
+        }
+        w.finish().unwrap();
+        let back = Capture::load(&path).unwrap();
+        assert_eq!(back.len(), 150);
+        assert!(back
+            .frames()
+            .iter()
+            .zip(capture.frames())
+            .all(|(a, b)| a.bytes == b.bytes));
+    }
+    let missing = Capture::load(dir.path().join("missing")).unwrap_err();
+    assert!(missing.to_string().contains("missing"), "{missing}");
+}
