@@ -24,7 +24,21 @@
 //! - [`synth`]: builds large, realistic captures from a real repository CAR.
 //! - [`car`], [`tid`], [`time`]: the small codecs `synth` and `info` need.
 //!
-//! The binary `staging` (`src/main.rs`) only parses flags and calls these.
+//! The binary `staging` (`src/main.rs`) only parses flags and calls these:
+//!
+//! ```text
+//! staging info CAPTURE                                   # frames, seq/time range, sizes, kinds
+//! staging replay CAPTURE [--listen 127.0.0.1:2470] [--speed max|FACTOR] [--live-tail] [--loop]
+//!                [--drop-after N,N…] [--too-slow-on I --too-slow-after N] [--future-cursor-on I]
+//! staging record -o OUT[.zst] [--url wss://bsky.network] [--cursor N] [--frames N] [--seconds S]
+//! staging synth  -o OUT[.zst] [--ops N] [--seed S] [--start-seq N] [--rate EV/S] [--repo CAR] …
+//! ```
+//!
+//! In tests, embed the relay instead: `replay::spawn(Arc::new(Capture::load(path)?),
+//! ReplayOptions::default())` binds `127.0.0.1:0` and returns a handle with `url()` and
+//! `shutdown()`.
+
+#![warn(missing_docs)]
 
 pub mod capture;
 pub mod car;

@@ -79,7 +79,7 @@ struct ReplayArgs {
     /// Loop the capture forever, renumbering seq so it keeps increasing.
     #[arg(long = "loop")]
     looping: bool,
-    /// Fault: connection i (0-based, accept order) is dropped abruptly after the i-th number
+    /// Fault: connection i (0-based, in handshake order) is dropped abruptly after the i-th number
     /// of frames; comma-separated, e.g. "100,50".
     #[arg(long, value_delimiter = ',')]
     drop_after: Vec<u64>,

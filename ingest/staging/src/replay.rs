@@ -17,7 +17,8 @@
 //! only their `seq` integer changes. With looping, cursors are read in that renumbered
 //! sequence and are never "future".
 //!
-//! Connections are numbered 0, 1, 2… in accept order; [`Faults`] refer to those numbers.
+//! Connections are numbered 0, 1, 2… in the order their WebSocket handshake succeeds
+//! (rejected requests get no number); [`Faults`] refer to those numbers.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -48,8 +49,9 @@ use crate::{MAX_FRAME_BYTES, SUBSCRIBE_REPOS_PATH};
 const FLUSH_EVERY: usize = 64;
 /// How long a client may take to finish the WebSocket handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the relay waits for a close frame to be written at shutdown.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the relay waits for a close frame to be written at shutdown (a client that
+/// stopped reading would otherwise hold the shutdown).
+const CLOSE_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// Replay pace.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -65,13 +67,13 @@ pub enum Speed {
 /// A fault on one connection after some frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FaultAt {
-    /// 0-based connection number (accept order).
+    /// 0-based connection number (handshake order).
     pub connection: usize,
     /// Frames sent on that connection before the fault.
     pub after_frames: u64,
 }
 
-/// Faults to inject, by connection number (0-based, accept order).
+/// Faults to inject, by connection number (0-based, in handshake order).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Faults {
     /// `drop_after[i] = N`: connection `i` is closed abruptly (no close frame) after `N`
@@ -191,16 +193,13 @@ pub async fn serve(
     });
     let root = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let mut next_connection = 0usize;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let index = next_connection;
-                    next_connection += 1;
-                    tracker.spawn(connection(stream, peer, index, shared.clone(), root.clone()));
+                    tracker.spawn(connection(stream, peer, shared.clone(), root.clone()));
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: wait a little, keep serving.
@@ -425,7 +424,6 @@ enum End {
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
-    index: usize,
     shared: Arc<Shared>,
     root: CancellationToken,
 ) {
@@ -453,17 +451,19 @@ async fn connection(
         r = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake) => match r {
             Ok(Ok(ws)) => ws,
             Ok(Err(error)) => {
-                tracing::debug!(%peer, index, %error, "handshake failed");
+                tracing::debug!(%peer, %error, "handshake failed");
                 return;
             }
             Err(_) => {
-                tracing::debug!(%peer, index, "handshake timed out");
+                tracing::debug!(%peer, "handshake timed out");
                 return;
             }
         },
     };
     let Some(Ok(cursor)) = requested else { return };
-    shared.connections.fetch_add(1, Ordering::Relaxed);
+    // Connections are numbered once their handshake succeeds: rejected requests (404, 400)
+    // do not shift the fault schedule.
+    let index = shared.connections.fetch_add(1, Ordering::Relaxed) as usize;
     tracing::info!(%peer, index, ?cursor, "client connected");
 
     let (mut sink, source) = ws.split();

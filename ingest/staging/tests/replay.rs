@@ -188,6 +188,9 @@ async fn drop_after_closes_connections_abruptly_in_order() {
         ..ReplayOptions::default()
     };
     let relay = replay::spawn(capture.clone(), opts).await.unwrap();
+    // A rejected request gets no connection number: it does not shift the schedule.
+    let other = format!("ws://{}/xrpc/other", relay.addr());
+    assert!(tokio_tungstenite::connect_async(other).await.is_err());
     for expected in [5usize, 20] {
         let mut ws = connect(&relay.url()).await;
         let got = take(&mut ws, expected).await;
@@ -304,7 +307,11 @@ async fn live_tail_without_cursor_waits_for_new_frames() {
     let relay = replay::spawn(common::corpus(), opts).await.unwrap();
     let mut ws = connect(&relay.url()).await;
     assert_eq!(common::seq_of(&take(&mut ws, 1).await[0]), Some(LAST + 1));
+    // The client reads no more: the relay is blocked on a full socket, and still stops
+    // promptly.
+    let t = Instant::now();
     relay.shutdown().await.unwrap();
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
 }
 
 #[tokio::test]
