@@ -65,7 +65,7 @@ pub async fn run(
                     .reconnects
                     .get_or_create(&crate::metrics::ReasonLabel { reason })
                     .inc();
-                let delay = backoff.next();
+                let delay = backoff.next_delay();
                 warn!(reason, detail = %detail, cursor = ?cursor, retry_in_ms = delay.as_millis() as u64, "relay connection ended; reconnecting");
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -260,7 +260,7 @@ impl Backoff {
         self.current = self.min;
     }
 
-    pub fn next(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         // xorshift64*: plenty for jitter.
         self.rng ^= self.rng >> 12;
         self.rng ^= self.rng << 25;
@@ -280,13 +280,13 @@ mod tests {
     #[test]
     fn backoff_grows_to_the_ceiling_and_resets() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
-        let delays: Vec<_> = (0..8).map(|_| b.next()).collect();
+        let delays: Vec<_> = (0..8).map(|_| b.next_delay()).collect();
         assert!(delays
             .iter()
             .all(|d| *d >= Duration::from_millis(50) && *d <= Duration::from_millis(800)));
         assert_eq!(b.current, Duration::from_millis(800));
         b.reset();
-        assert!(b.next() <= Duration::from_millis(100));
+        assert!(b.next_delay() <= Duration::from_millis(100));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The 150 real production frames, through the staging relay and the `ingest` binary,
 //! into a real nats-server; compared with production Jetstream's output for them.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
 mod common;
 
 use common::*;

@@ -1,6 +1,8 @@
 //! Crashes, restarts, relay faults and NATS outages: the stream still ends holding every
 //! op exactly once.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
 mod common;
 
 use common::*;

@@ -1,6 +1,8 @@
 //! A replay at full speed stores exactly what a replay at live speed (1x) stores: nothing
 //! in a payload depends on the wall clock.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
 mod common;
 
 use common::*;

@@ -1,5 +1,7 @@
 //! What stops the binary at start, with a message naming the problem.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
 use std::io::Write;
 use std::process::{Command, Output};
 

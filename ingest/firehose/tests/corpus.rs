@@ -1,5 +1,7 @@
 //! The 150 real production frames against production Jetstream's output for them.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::PathBuf;

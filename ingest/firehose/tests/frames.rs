@@ -1,6 +1,8 @@
 //! Frames the real capture lacks, built from the lexicon, and malformed input made by
 //! changing real frames byte for byte. Each is handled as `subjects.md` documents.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
 use firehose::{decode, Action, Control, Kind};
 use serde_json::Value;
 use testkit::frames::{self, Op};
@@ -163,17 +165,8 @@ fn real_like_frame() -> Vec<u8> {
     frame
 }
 
-/// Replaces the first occurrence. In a commit body `ops` sorts before `blocks` (DAG-CBOR
-/// canonical key order), so the first occurrence of a path or CID is the op's.
 fn replace_first(frame: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
-    assert_eq!(from.len(), to.len(), "same length keeps the CBOR valid");
-    let at = frame
-        .windows(from.len())
-        .position(|w| w == from)
-        .expect("pattern in frame");
-    let mut out = frame.to_vec();
-    out[at..at + from.len()].copy_from_slice(to);
-    out
+    frames::replace_first(frame, from, to).expect("pattern in frame, same length")
 }
 
 #[test]

@@ -193,9 +193,15 @@ impl Capture {
         Ok(Self::new(frames))
     }
 
-    fn frame(index: usize, bytes: Bytes) -> Result<Frame, CaptureError> {
-        let meta =
-            frame::parse_meta(&bytes).map_err(|source| CaptureError::Frame { index, source })?;
+    /// A frame whose header and body cannot be read is kept as [`FrameKind::Unreadable`]
+    /// (no seq: it travels with the frame after it), never dropped: a capture is what the
+    /// relay sent, garbage included.
+    fn frame(_index: usize, bytes: Bytes) -> Result<Frame, CaptureError> {
+        let meta = frame::parse_meta(&bytes).unwrap_or(FrameMeta {
+            kind: FrameKind::Unreadable,
+            seq: None,
+            time_micros: None,
+        });
         Ok(Frame { bytes, meta })
     }
 

@@ -61,6 +61,10 @@ pub enum FrameKind {
     Other(String),
     /// An error frame (`op: -1`).
     Error,
+    /// Not a readable frame (e.g. truncated DAG-CBOR). Kept and served byte for byte at its
+    /// place in the capture, as a relay could send it: tests use such frames to check that
+    /// clients skip them.
+    Unreadable,
 }
 
 impl FrameKind {
@@ -74,6 +78,7 @@ impl FrameKind {
             FrameKind::Info => "#info",
             FrameKind::Other(t) => t,
             FrameKind::Error => "error",
+            FrameKind::Unreadable => "unreadable",
         }
     }
 }

@@ -239,3 +239,16 @@ pub fn capture(frames: &[Vec<u8>]) -> Vec<u8> {
     }
     out
 }
+
+/// `frame` with the first occurrence of `from` replaced by `to` (same length, so the CBOR
+/// stays well-formed). In a commit body `ops` sorts before `blocks` (canonical key order),
+/// so the first occurrence of a path or a CID is the op's, not the CAR's.
+pub fn replace_first(frame: &[u8], from: &[u8], to: &[u8]) -> Option<Vec<u8>> {
+    if from.len() != to.len() {
+        return None;
+    }
+    let at = frame.windows(from.len()).position(|w| w == from)?;
+    let mut out = frame.to_vec();
+    out[at..at + from.len()].copy_from_slice(to);
+    Some(out)
+}

@@ -1,6 +1,7 @@
 //! Shared by the ingest end-to-end tests: a real nats-server (testkit), the staging relay
 //! in-process, and the real `ingest` binary as a child process.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use async_nats::jetstream::{self, consumer};
 use futures_util::StreamExt;
