@@ -24,7 +24,10 @@ pub fn parse_rfc3339_micros(s: &str) -> Option<i64> {
     }
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        return None;
+    }
+    if hour > 23 || minute > 59 {
         return None;
     }
     if second > 60 {
@@ -54,6 +57,9 @@ pub fn parse_rfc3339_micros(s: &str) -> Option<i64> {
         sign @ (b'+' | b'-') if pos + 6 == b.len() && b[pos + 3] == b':' => {
             let h = num(pos + 1..pos + 3)?;
             let m = num(pos + 4..pos + 6)?;
+            if h > 23 || m > 59 {
+                return None;
+            }
             let off = h * 3600 + m * 60;
             if *sign == b'+' {
                 off
@@ -66,6 +72,15 @@ pub fn parse_rfc3339_micros(s: &str) -> Option<i64> {
     let days = days_from_civil(year, month, day);
     let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
     Some(secs * 1_000_000 + micros)
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        _ => 28,
+    }
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
