@@ -31,7 +31,10 @@ pub struct Position {
 
 #[derive(Serialize, Deserialize)]
 struct Stored {
-    relay_seq: i64,
+    /// `null` until the first frame is acknowledged: the record then only marks where the
+    /// stream stood when this ingestor first started, so a crash before the first real
+    /// save still knows which messages are its own.
+    relay_seq: Option<i64>,
     stream_seq: u64,
     relay: String,
 }
@@ -90,25 +93,22 @@ impl CursorStore {
                 return Ok(None);
             }
         };
-        if stored.relay != self.relay {
-            warn!(stored_relay = %stored.relay, relay = %self.relay, "stored cursor belongs to another relay (seq numbers differ between relays); ignoring it");
+        if stored.relay != self.relay && stored.relay_seq.is_some() {
+            warn!(stored_relay = %stored.relay, relay = %self.relay, "stored cursor belongs to another relay (seq numbers differ between relays); starting from the relay's default");
             return Ok(Some(Position {
                 relay_seq: None,
                 stream_seq: stored.stream_seq,
             }));
         }
         Ok(Some(Position {
-            relay_seq: Some(stored.relay_seq),
+            relay_seq: stored.relay_seq,
             stream_seq: stored.stream_seq,
         }))
     }
 
     pub async fn save(&self, p: Position) -> anyhow::Result<()> {
-        let Some(relay_seq) = p.relay_seq else {
-            return Ok(());
-        };
         let value = serde_json::to_vec(&Stored {
-            relay_seq,
+            relay_seq: p.relay_seq,
             stream_seq: p.stream_seq,
             relay: self.relay.clone(),
         })?;

@@ -51,11 +51,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         config.stream.replicas,
     )
     .await?;
-    let stored = store.load().await?.unwrap_or_default();
-    let already_stored = match stored.relay_seq {
-        Some(_) => cursor::stored_after(&mut stream, stored.stream_seq).await?,
-        None => Default::default(),
+    let stored = match store.load().await? {
+        Some(position) => position,
+        None => {
+            // First start against this stream: record where the stream stands before
+            // publishing anything, so a crash before the first cursor save can still tell
+            // its own messages (those after this point) from older ones.
+            let position = cursor::Position {
+                relay_seq: None,
+                stream_seq: stream.info().await?.state.last_sequence,
+            };
+            store.save(position).await?;
+            position
+        }
     };
+    let already_stored = cursor::stored_after(&mut stream, stored.stream_seq).await?;
     let start = match config.relay.start_cursor {
         Some(c) => Some(c),
         None => stored.relay_seq,
