@@ -61,16 +61,7 @@ async fn sigkill_at_random_points_leaves_each_op_exactly_once() {
         "kills landed mid-run: {before}"
     );
     let ingest = Ingest::spawn(&relay_base(&relay), &nats.url(), "kill9-final", &env, &[]);
-    wait_count(
-        &js,
-        "BSKY",
-        expected.len() as u64,
-        Duration::from_secs(120),
-        &ingest,
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_exact(&js, &expected).await;
+    wait_exact(&js, &expected, Duration::from_secs(120), &ingest).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,17 +90,8 @@ async fn nats_server_outage_is_ridden_out() {
     );
     nats.restart().expect("restart nats-server");
     let js = jetstream(&nats.url()).await;
-    wait_count(
-        &js,
-        "BSKY",
-        expected.len() as u64,
-        Duration::from_secs(120),
-        &ingest,
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_exact(&js, &expected, Duration::from_secs(120), &ingest).await;
     assert!(ingest.alive());
-    assert_exact(&js, &expected).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,16 +119,7 @@ async fn relay_drops_too_slow_and_future_cursor() {
     .await;
     let ingest = Ingest::spawn(&relay_base(&relay), &nats.url(), "relay-faults", &[], &[]);
     let js = jetstream(&nats.url()).await;
-    wait_count(
-        &js,
-        "BSKY",
-        expected.len() as u64,
-        Duration::from_secs(120),
-        &ingest,
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_exact(&js, &expected).await;
+    wait_exact(&js, &expected, Duration::from_secs(120), &ingest).await;
     let m = |r: &str| format!("bsky_ingest_reconnects_total{{reason=\"{r}\"}}");
     assert_eq!(ingest.metric(&m("consumer_too_slow")).await, Some(1.0));
     assert_eq!(ingest.metric(&m("future_cursor")).await, Some(1.0));
@@ -214,16 +187,7 @@ async fn sigterm_stores_the_cursor_and_exits_zero() {
     assert!(count_at_stop >= 3000);
 
     let again = Ingest::spawn(&relay_base(&relay), &nats.url(), "sigterm-again", &[], &[]);
-    wait_count(
-        &js,
-        "BSKY",
-        expected.len() as u64,
-        Duration::from_secs(120),
-        &again,
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_exact(&js, &expected).await;
+    wait_exact(&js, &expected, Duration::from_secs(120), &again).await;
     drop(again);
     // The restart asked for what follows the cursor, not the whole capture again: the
     // first run was sent at least the frames up to the cursor, so re-reading from the

@@ -28,7 +28,6 @@ async fn run(
     let js = jetstream(&nats.url()).await;
     let n = expected_messages(&capture).len() as u64;
     wait_count(&js, "BSKY", n, Duration::from_secs(60), &ingest).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     read_all(&js, "BSKY")
         .await
         .into_iter()

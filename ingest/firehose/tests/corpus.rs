@@ -4,52 +4,14 @@
 
 use serde_json::Value;
 use std::collections::HashMap;
-use std::path::PathBuf;
-
-fn fixtures() -> PathBuf {
-    std::env::var_os("BSKY_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
-        })
-}
-
-fn frames() -> Vec<Vec<u8>> {
-    let raw = std::fs::read(fixtures().join("jetstream-corpus/frames.bin.zst")).expect("corpus");
-    let data = zstd::decode_all(&raw[..]).expect("zstd");
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos < data.len() {
-        let len = u32::from_le_bytes(data[pos..pos + 4].try_into().expect("len")) as usize;
-        out.push(data[pos + 4..pos + 4 + len].to_vec());
-        pos += 4 + len;
-    }
-    out
-}
-
-fn key(v: &Value) -> String {
-    match v["kind"].as_str() {
-        Some("commit") => format!(
-            "{}|{}|{}|{}",
-            v["did"], v["commit"]["rev"], v["commit"]["collection"], v["commit"]["rkey"]
-        ),
-        kind => format!("{kind:?}|{}", v["did"]),
-    }
-}
+use testkit::corpus::{self, event_key as key};
 
 #[test]
 fn corpus_matches_production_jetstream() {
-    let frames = frames();
+    let capture = corpus::capture();
+    let frames: Vec<&[u8]> = capture.frames().iter().map(|f| &f.bytes[..]).collect();
     assert_eq!(frames.len(), 150);
-    let expected: HashMap<String, Value> =
-        std::fs::read_to_string(fixtures().join("jetstream-corpus/expected_v1.jsonl"))
-            .expect("expected")
-            .lines()
-            .map(|l| {
-                let v: Value = serde_json::from_str(l).expect("json");
-                (key(&v), v)
-            })
-            .collect();
+    let expected: HashMap<String, Value> = corpus::expected();
     assert_eq!(expected.len(), 152);
 
     let mut seen = 0;
@@ -58,7 +20,7 @@ fn corpus_matches_production_jetstream() {
     for (i, frame) in frames.iter().enumerate() {
         let d = firehose::decode(frame).unwrap_or_else(|e| panic!("frame {i}: {e}"));
         assert!(d.skipped.is_empty(), "frame {i} skipped {:?}", d.skipped);
-        assert_eq!(d.seq, Some(31527015322 + i as i64));
+        assert_eq!(d.seq, Some(corpus::FIRST_SEQ + i as i64));
         for m in &d.messages {
             let mut got: Value = serde_json::from_slice(&m.payload).expect("payload is JSON");
             assert_eq!(

@@ -155,11 +155,7 @@ fn five_megabyte_frame() {
 
 /// A real frame from the corpus: the first like (frame 0 of the capture).
 fn real_like_frame() -> Vec<u8> {
-    let raw = std::fs::read(testkit::shared_fixtures().join("jetstream-corpus/frames.bin.zst"))
-        .expect("corpus");
-    let data = zstd::decode_all(&raw[..]).expect("zstd");
-    let len = u32::from_le_bytes(data[0..4].try_into().expect("len")) as usize;
-    let frame = data[4..4 + len].to_vec();
+    let frame = testkit::corpus::capture().frames()[0].bytes.to_vec();
     let d = decode(&frame).expect("real frame decodes");
     assert_eq!(d.messages[0].collection(), Some("app.bsky.feed.like"));
     frame

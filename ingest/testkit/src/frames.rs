@@ -2,11 +2,12 @@
 //!
 //! Real captures have no `#sync`, `#info`, error frames, `tooBig` commits, 200-op commits
 //! or 5 MB frames; these builders make them, in canonical DAG-CBOR (serde_ipld_dagcbor
-//! sorts map keys), with real CIDs (sha2-256 of each block).
+//! sorts map keys), with real CIDs (sha2-256 of each block). CAR slices, CIDs and the
+//! control frames come from the staging relay's own writers, so tests and relay agree.
 
 use ipld_core::cid::Cid;
 use ipld_core::ipld::Ipld;
-use sha2::{Digest, Sha256};
+pub use staging::frame::{error_frame, info_frame};
 use std::collections::BTreeMap;
 
 /// A map from string keys, the only kind DAG-CBOR allows.
@@ -30,39 +31,18 @@ pub fn cbor(v: &Ipld) -> Vec<u8> {
 
 /// The CIDv1 (dag-cbor, sha2-256) of a block.
 pub fn cid_of(block: &[u8]) -> Cid {
-    let digest = Sha256::digest(block);
-    let mut bytes = vec![0x01, 0x71, 0x12, 0x20];
-    bytes.extend_from_slice(&digest);
-    Cid::try_from(bytes.as_slice()).unwrap_or_default()
+    let bytes = staging::car::dag_cbor_cid_bytes(block);
+    Cid::try_from(&bytes[..]).unwrap_or_default()
 }
 
 /// A CARv1 slice: header with `roots` then each block as `varint(len) cid data`.
 pub fn car(roots: &[Cid], blocks: &[(Cid, Vec<u8>)]) -> Vec<u8> {
-    let header = cbor(&map([
-        (
-            "roots",
-            Ipld::List(roots.iter().map(|c| Ipld::Link(*c)).collect()),
-        ),
-        ("version", Ipld::Integer(1)),
-    ]));
     let mut out = Vec::new();
-    varint(&mut out, header.len() as u64);
-    out.extend_from_slice(&header);
+    staging::car::write_header(&mut out, roots);
     for (cid, data) in blocks {
-        let cid_bytes = cid.to_bytes();
-        varint(&mut out, (cid_bytes.len() + data.len()) as u64);
-        out.extend_from_slice(&cid_bytes);
-        out.extend_from_slice(data);
+        staging::car::write_block(&mut out, &cid.to_bytes(), data);
     }
     out
-}
-
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
 }
 
 /// A frame: header `{op, t}` followed by the body.
@@ -70,18 +50,6 @@ pub fn frame(t: &str, body: &Ipld) -> Vec<u8> {
     let mut out = cbor(&map([("op", Ipld::Integer(1)), ("t", s(t))]));
     out.extend_from_slice(&cbor(body));
     out
-}
-
-/// An error frame (`op: -1`).
-pub fn error_frame(error: &str, message: &str) -> Vec<u8> {
-    let mut out = cbor(&map([("op", Ipld::Integer(-1))]));
-    out.extend_from_slice(&cbor(&map([("error", s(error)), ("message", s(message))])));
-    out
-}
-
-/// `#info`, e.g. `OutdatedCursor`.
-pub fn info_frame(name: &str, message: &str) -> Vec<u8> {
-    frame("#info", &map([("name", s(name)), ("message", s(message))]))
 }
 
 pub fn identity_frame(seq: i64, did: &str, time: &str, handle: &str) -> Vec<u8> {

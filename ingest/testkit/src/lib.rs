@@ -30,6 +30,7 @@
 //! # Ok::<(), testkit::Error>(())
 //! ```
 
+pub mod corpus;
 pub mod frames;
 
 use std::env;

@@ -1,6 +1,6 @@
 //! Shared by the ingest end-to-end tests: a real nats-server (testkit), the staging relay
 //! in-process, and the real `ingest` binary as a child process.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)] // each test binary uses a part of this module
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use async_nats::jetstream::{self, consumer};
@@ -14,36 +14,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub const CORPUS_FIRST_SEQ: i64 = 31_527_015_322;
+pub use testkit::corpus::{event_key, expected, FIRST_SEQ as CORPUS_FIRST_SEQ};
 
 pub fn corpus() -> Arc<Capture> {
-    let path = testkit::shared_fixtures().join("jetstream-corpus/frames.bin.zst");
-    Arc::new(Capture::load(&path).expect("corpus capture"))
-}
-
-/// `expected_v1.jsonl`, keyed by [`event_key`].
-pub fn expected() -> HashMap<String, Value> {
-    let text = std::fs::read_to_string(
-        testkit::shared_fixtures().join("jetstream-corpus/expected_v1.jsonl"),
-    )
-    .expect("expected_v1.jsonl");
-    text.lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).expect("json line");
-            (event_key(&v), v)
-        })
-        .collect()
-}
-
-/// Identifies an event independently of time: commits by (did, rev, collection, rkey).
-pub fn event_key(v: &Value) -> String {
-    match v["kind"].as_str() {
-        Some("commit") => format!(
-            "{}|{}|{}|{}",
-            v["did"], v["commit"]["rev"], v["commit"]["collection"], v["commit"]["rkey"]
-        ),
-        kind => format!("{kind:?}|{}", v["did"]),
-    }
+    Arc::new(testkit::corpus::capture())
 }
 
 pub fn free_port() -> u16 {
@@ -173,7 +147,8 @@ pub async fn stream_count(js: &jetstream::Context, stream: &str) -> u64 {
     }
 }
 
-/// Waits until the stream holds `n` messages, then a little longer to see that no more come.
+/// Waits until the stream holds `n` messages, then a little longer (500 ms), so that a
+/// message too many would be there for the caller's assertions to see.
 pub async fn wait_count(
     js: &jetstream::Context,
     stream: &str,
@@ -195,6 +170,19 @@ pub async fn wait_count(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+/// Waits until the stream `BSKY` holds as many messages as `expected`, then checks that it
+/// holds each of them exactly once ([`assert_exact`]).
+pub async fn wait_exact(
+    js: &jetstream::Context,
+    expected: &HashMap<String, (String, Value)>,
+    timeout: Duration,
+    ingest: &Ingest,
+) {
+    wait_count(js, "BSKY", expected.len() as u64, timeout, ingest).await;
+    assert_exact(js, expected).await;
 }
 
 /// One stored message.
