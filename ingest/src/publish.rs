@@ -204,6 +204,15 @@ fn ready(seq: i64, last_of_frame: bool) -> BoxFuture<'static, Done> {
     .boxed()
 }
 
+/// The JetStream message for one event: payload, `Nats-Msg-Id` and [`SEQ_HEADER`]. Public so
+/// the benchmark's ceiling publishes exactly what the ingestor does.
+pub fn message(payload: Bytes, msg_id: &str, seq: &str) -> PublishMessage {
+    PublishMessage::build()
+        .payload(payload)
+        .message_id(msg_id)
+        .header(SEQ_HEADER, seq)
+}
+
 async fn publish(
     js: &Context,
     m: &Outgoing,
@@ -213,10 +222,7 @@ async fn publish(
 > {
     js.send_publish(
         m.subject.clone(),
-        PublishMessage::build()
-            .payload(m.payload.clone())
-            .message_id(&m.msg_id)
-            .header(SEQ_HEADER, m.seq.as_str()),
+        message(m.payload.clone(), &m.msg_id, &m.seq),
     )
     .await
 }

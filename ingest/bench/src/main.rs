@@ -31,7 +31,7 @@
 
 use anyhow::{anyhow, bail, Context as _};
 use async_nats::jetstream::context::PublishAckFuture;
-use async_nats::jetstream::{self, consumer, message::PublishMessage};
+use async_nats::jetstream::{self, consumer};
 use bytes::Bytes;
 use clap::Parser;
 use futures_util::stream::FuturesOrdered;
@@ -43,8 +43,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Header the ingestor puts on every message (`ingest::publish::SEQ_HEADER`).
-const SEQ_HEADER: &str = ingest::publish::SEQ_HEADER;
 /// Stream of the ceiling phase (its own nats-server: subjects may be `bsky.>` too).
 const CEILING_STREAM: &str = "CEILING";
 /// How often the ingest phase polls the stream and samples the child's RSS.
@@ -296,10 +294,7 @@ async fn ceiling(msgs: &[Msg], expected: u64, window: usize) -> anyhow::Result<C
         let ack = js
             .send_publish(
                 m.subject.clone(),
-                PublishMessage::build()
-                    .payload(m.payload.clone())
-                    .message_id(&m.msg_id)
-                    .header(SEQ_HEADER, m.seq.as_str()),
+                ingest::publish::message(m.payload.clone(), &m.msg_id, &m.seq),
             )
             .await
             .map_err(|e| anyhow!("publish {}: {e}", m.msg_id))?;
