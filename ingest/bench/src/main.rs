@@ -306,19 +306,7 @@ async fn ceiling(msgs: &[Msg], expected: u64, window: usize) -> anyhow::Result<C
     let wall = start.elapsed().as_secs_f64();
     let cpu = Cpu::now(None, nats_pid).since(&cpu0);
 
-    let state = stream
-        .info()
-        .await
-        .map_err(|e| anyhow!("stream info: {e}"))?
-        .state
-        .clone();
-    if state.messages != expected {
-        bail!(
-            "stream {CEILING_STREAM} holds {} messages, expected {expected} ({} published)",
-            state.messages,
-            msgs.len()
-        );
-    }
+    let state = holding(&mut stream, expected).await?;
     let stored_secs = (state.last_timestamp - state.first_timestamp).as_seconds_f64();
     Ok(Ceiling {
         rate: expected as f64 / stored_secs,
@@ -417,18 +405,7 @@ async fn ingest_phase(
         .get_stream(&stream_name)
         .await
         .map_err(|e| anyhow!("stream {stream_name}: {e}"))?;
-    let state = stream
-        .info()
-        .await
-        .map_err(|e| anyhow!("stream info: {e}"))?
-        .state
-        .clone();
-    if state.messages != n {
-        bail!(
-            "stream {stream_name} holds {} messages, expected {n}",
-            state.messages
-        );
-    }
+    let state = holding(&mut stream, n).await?;
     let cpu = Cpu::now(Some(pid), nats_pid).since(&cpu0);
     let hwm_kib = proc_status_kib(pid, "VmHWM").context("reading VmHWM of ingest")?;
     let stored_secs = (state.last_timestamp - state.first_timestamp).as_seconds_f64();
@@ -653,6 +630,25 @@ fn modified(path: &Path) -> String {
         .ok()
         .and_then(|t| t.elapsed().ok())
         .map_or("?".into(), |age| format!("{} s ago", age.as_secs()))
+}
+
+/// The stream's state, which must hold exactly `n` messages (each op exactly once).
+async fn holding(
+    stream: &mut jetstream::stream::Stream,
+    n: u64,
+) -> anyhow::Result<jetstream::stream::State> {
+    let info = stream
+        .info()
+        .await
+        .map_err(|e| anyhow!("stream info: {e}"))?;
+    if info.state.messages != n {
+        bail!(
+            "stream {} holds {} messages, expected {n}",
+            info.config.name,
+            info.state.messages
+        );
+    }
+    Ok(info.state.clone())
 }
 
 #[cfg(test)]
