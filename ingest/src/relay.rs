@@ -17,7 +17,7 @@ use crate::config::Relay as RelayConfig;
 use crate::metrics::Metrics;
 use firehose::{Control, Decoded};
 use futures_util::StreamExt;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -234,7 +234,8 @@ fn on_event(d: Decoded, cursor: &mut Option<i64>, metrics: &Metrics) -> Option<B
     })
 }
 
-/// Exponential backoff with full jitter between `min` and the current ceiling.
+/// Exponential backoff with jitter: each delay is drawn between `min / 2` and a ceiling
+/// that starts at `min` and doubles up to `max`.
 pub struct Backoff {
     min: Duration,
     max: Duration,
@@ -244,10 +245,11 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(min: Duration, max: Duration) -> Self {
-        let seed = Instant::now().elapsed().as_nanos() as u64
-            ^ SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0x9e37_79b9, |d| d.as_nanos() as u64);
+        // Seeded per process, so several ingestors do not retry in lockstep.
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0x9e37_79b9, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id()).rotate_left(32);
         Backoff {
             min,
             max,
@@ -269,7 +271,7 @@ impl Backoff {
         let ceiling = self.current;
         self.current = (self.current * 2).min(self.max);
         let span = ceiling.saturating_sub(self.min / 2).as_millis() as u64;
-        self.min / 2 + Duration::from_millis(if span == 0 { 0 } else { r % (span + 1) })
+        self.min / 2 + Duration::from_millis(r % (span + 1))
     }
 }
 
