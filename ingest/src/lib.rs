@@ -66,10 +66,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
     };
     let already_stored = cursor::stored_after(&mut stream, stored.stream_seq).await?;
-    let start = match config.relay.start_cursor {
-        Some(c) => Some(c),
-        None => stored.relay_seq,
-    };
+    let start = config.relay.start_cursor.or(stored.relay_seq);
     info!(cursor = ?start, stored = ?stored.relay_seq, already_stored = already_stored.len(), "resuming");
 
     let metrics = metrics::Metrics::default();

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use crate::frame::{self, FrameError, FrameKind, FrameMeta};
+use crate::frame::{self, FrameKind, FrameMeta};
 use crate::MAX_FRAME_BYTES;
 
 /// The four bytes that open a zstd frame.
@@ -61,14 +61,6 @@ pub enum CaptureError {
         len: usize,
         /// The limit.
         max: usize,
-    },
-    /// A frame is not a readable firehose frame.
-    #[error("frame {index}: {source}")]
-    Frame {
-        /// 0-based frame index.
-        index: usize,
-        /// What is wrong with it.
-        source: FrameError,
     },
 }
 
@@ -168,7 +160,7 @@ impl Capture {
             }
             let bytes = buf.slice(pos + 4..pos + 4 + len);
             pos += 4 + len;
-            frames.push(Self::frame(index, bytes)?);
+            frames.push(Self::frame(bytes));
         }
         Ok(Self::new(frames))
     }
@@ -187,7 +179,7 @@ impl Capture {
                         max: MAX_FRAME_BYTES,
                     });
                 }
-                Self::frame(index, bytes)
+                Ok(Self::frame(bytes))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self::new(frames))
@@ -196,13 +188,13 @@ impl Capture {
     /// A frame whose header and body cannot be read is kept as [`FrameKind::Unreadable`]
     /// (no seq: it travels with the frame after it), never dropped: a capture is what the
     /// relay sent, garbage included.
-    fn frame(_index: usize, bytes: Bytes) -> Result<Frame, CaptureError> {
+    fn frame(bytes: Bytes) -> Frame {
         let meta = frame::parse_meta(&bytes).unwrap_or(FrameMeta {
             kind: FrameKind::Unreadable,
             seq: None,
             time_micros: None,
         });
-        Ok(Frame { bytes, meta })
+        Frame { bytes, meta }
     }
 
     fn new(frames: Vec<Frame>) -> Self {
