@@ -857,18 +857,31 @@ impl<'a> Synthesizer<'a> {
         for k in 0..n_ops {
             let ci = self.collections.pick(&mut self.rng);
             let coll = &self.source.collections[ci];
-            let action = if big {
+            let mut action = if big {
                 Action::Create
             } else {
                 self.actions.pick(&mut self.rng)
             };
-            let rec = &coll.records[self.rng.below(coll.records.len() as u64) as usize];
-            let cid = self.source.blocks[rec.block].cid;
-            let rkey = if action == Action::Create && tid::is_tid(&rec.rkey) {
-                tid::encode_string(rev_micros, k as u16)
-            } else {
-                rec.rkey.clone()
+            // A commit touches each path at most once (the repo's MST has one entry per
+            // path): pick again while the path is taken; after a few tries, create under
+            // this op's own fresh TID key, which no other op of the commit can hold.
+            let mut tries = 0;
+            let (rec, path) = loop {
+                let rec = &coll.records[self.rng.below(coll.records.len() as u64) as usize];
+                let fresh = action == Action::Create && tid::is_tid(&rec.rkey);
+                let rkey = if fresh || tries >= 8 {
+                    action = Action::Create;
+                    tid::encode_string(rev_micros, k as u16)
+                } else {
+                    rec.rkey.clone()
+                };
+                let path = format!("{}/{}", coll.nsid, rkey);
+                if tries >= 8 || !self.ops.iter().any(|o| o.path == path) {
+                    break (rec, path);
+                }
+                tries += 1;
             };
+            let cid = self.source.blocks[rec.block].cid;
             let op = match action {
                 Action::Create => OpOut {
                     action: "create",
@@ -893,7 +906,6 @@ impl<'a> Synthesizer<'a> {
                     prev: Some(cid),
                 },
             };
-            let path = format!("{}/{}", coll.nsid, rkey);
             *self
                 .report
                 .ops_by_collection

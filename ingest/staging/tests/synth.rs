@@ -264,6 +264,8 @@ fn frames_decode_like_real_ones_and_match_the_report() {
                     );
                 }
 
+                let paths: BTreeSet<&str> = c.ops.iter().map(|op| op.path.as_str()).collect();
+                assert_eq!(paths.len(), c.ops.len(), "a commit touches each path once");
                 for op in &c.ops {
                     let op_keys: BTreeSet<&str> = if op.prev.is_some() {
                         ["action", "cid", "path", "prev"].into()
