@@ -67,9 +67,8 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-fn write_int(out: &mut Vec<u8>, v: impl fmt::Display) {
-    use std::io::Write;
-    let _ = write!(out, "{v}");
+fn write_int(out: &mut Vec<u8>, v: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
 impl<'de> Visitor<'de> for Json<'_> {
@@ -100,7 +99,7 @@ impl<'de> Visitor<'de> for Json<'_> {
             return Err(E::custom("non-finite float"));
         }
         let n = serde_json::Number::from_f64(v).ok_or_else(|| E::custom("float"))?;
-        write_int(self.0, n);
+        self.0.extend_from_slice(n.to_string().as_bytes());
         Ok(())
     }
     fn visit_str<E>(self, v: &str) -> Result<(), E> {

@@ -25,7 +25,6 @@ pub mod syntax;
 mod time;
 
 use serde::Deserialize;
-use std::io::Write;
 
 pub use time::parse_rfc3339_micros;
 
@@ -393,10 +392,11 @@ fn check_did(did: &str) -> Result<(), FrameError> {
 fn open_envelope(out: &mut Vec<u8>, did: &str, time_us: i64, kind: &str) {
     out.extend_from_slice(b"{\"did\":");
     json::write_str(out, did);
-    let _ = write!(
-        out,
-        ",\"time_us\":{time_us},\"kind\":\"{kind}\",\"{kind}\":"
-    );
+    out.extend_from_slice(b",\"time_us\":");
+    out.extend_from_slice(itoa::Buffer::new().format(time_us).as_bytes());
+    for part in [",\"kind\":\"", kind, "\",\"", kind, "\":"] {
+        out.extend_from_slice(part.as_bytes());
+    }
 }
 
 fn decode_event(t: &str, body: &[u8]) -> Result<Decoded, FrameError> {
@@ -519,7 +519,9 @@ fn commit_op(
     open_envelope(&mut p, c.repo, time_us, "commit");
     p.extend_from_slice(b"{\"rev\":");
     json::write_str(&mut p, c.rev);
-    let _ = write!(p, ",\"operation\":\"{}\",\"collection\":", action.as_str());
+    p.extend_from_slice(b",\"operation\":\"");
+    p.extend_from_slice(action.as_str().as_bytes());
+    p.extend_from_slice(b"\",\"collection\":");
     json::write_str(&mut p, collection);
     p.extend_from_slice(b",\"rkey\":");
     json::write_str(&mut p, rkey);
