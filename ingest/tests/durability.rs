@@ -7,17 +7,7 @@ mod common;
 
 use common::*;
 use staging::replay::{FaultAt, Faults, ReplayOptions, Speed};
-use std::time::{Duration, Instant};
-
-fn seed() -> u64 {
-    let s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(1)
-        | 1;
-    eprintln!("schedule seed: {s}");
-    s
-}
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_points_leaves_each_op_exactly_once() {
@@ -36,18 +26,17 @@ async fn sigkill_at_random_points_leaves_each_op_exactly_once() {
     .await;
     let js = jetstream(&nats.url()).await;
     let env = [("BSKY_INGEST_STREAM__DUPLICATE_WINDOW", "1s")];
-    let mut rng = Rng(seed());
+    let mut rng = schedule_rng();
     let mut kills = 0;
     for round in 0..10 {
         let mut ingest = Ingest::spawn(&relay_base(&relay), &nats.url(), "kill9", &env, &[]);
-        tokio::time::sleep(Duration::from_millis(300 + rng.below(900))).await;
+        tokio::time::sleep(Duration::from_millis(300 + rng.random_range(0..900))).await;
         assert!(
             ingest.alive(),
             "ingest died by itself\n{}",
             ingest.log_tail()
         );
-        signal(&ingest.child, "KILL");
-        let _ = ingest.child.wait();
+        ingest.kill();
         kills += 1;
         // Mostly immediate restarts; once, wait past the duplicate window.
         if round == 4 {
@@ -99,8 +88,8 @@ async fn relay_drops_too_slow_and_future_cursor() {
     let nats = testkit::NatsServer::start().expect("nats-server");
     let capture = synth(20_000, 13);
     let expected = expected_messages(&capture);
-    let mut rng = Rng(seed());
-    let drops: Vec<u64> = (0..4).map(|_| 50 + rng.below(3000)).collect();
+    let mut rng = schedule_rng();
+    let drops: Vec<u64> = (0..4).map(|_| 50 + rng.random_range(0..3000)).collect();
     let relay = relay(
         capture,
         ReplayOptions {
@@ -109,7 +98,7 @@ async fn relay_drops_too_slow_and_future_cursor() {
                 drop_after: drops,
                 too_slow: Some(FaultAt {
                     connection: 4,
-                    after_frames: 100 + rng.below(2000),
+                    after_frames: 100 + rng.random_range(0..2000),
                 }),
                 future_cursor_on: Some(5),
             },
@@ -146,19 +135,11 @@ async fn sigterm_stores_the_cursor_and_exits_zero() {
     ingest
         .wait_metric("bsky_ingest_acked_total", 3000.0, Duration::from_secs(60))
         .await;
-    let t0 = Instant::now();
-    signal(&ingest.child, "TERM");
-    let status = loop {
-        if let Ok(Some(s)) = ingest.child.try_wait() {
-            break s;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "no exit within 5 s\n{}",
-            ingest.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    ingest.child.signal("TERM").expect("SIGTERM");
+    let status = ingest
+        .child
+        .wait_timeout(Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no exit within 5 s\n{}", ingest.log_tail()));
     assert!(
         status.success(),
         "exit status {status:?}\n{}",

@@ -7,9 +7,9 @@ mod common;
 
 use bytes::Bytes;
 use common::*;
+use staging::frames::{self, Op};
 use std::sync::Arc;
 use std::time::Duration;
-use testkit::frames::{self, Op};
 
 const DID: &str = "did:plc:ewvi7nxzyoun6zhxrhs64oiz";
 const TIME: &str = "2026-07-04T14:38:09.000Z";

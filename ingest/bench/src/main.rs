@@ -39,9 +39,10 @@ use futures_util::StreamExt;
 use staging::capture::Capture;
 use std::future::IntoFuture;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use testkit::ChildGuard;
 
 /// Stream of the ceiling phase (its own nats-server: subjects may be `bsky.>` too).
 const CEILING_STREAM: &str = "CEILING";
@@ -239,7 +240,7 @@ async fn main() -> anyhow::Result<()> {
 /// The synthesized capture: the default network-like mix, deterministic from `seed`.
 fn synth(ops: u64, seed: u64) -> anyhow::Result<Arc<Capture>> {
     use staging::synth::{synthesize, Source, SynthConfig};
-    let path = testkit::shared_fixtures().join("shrike-fixtures/calabro.car");
+    let path = staging::fixtures::calabro();
     let source = Source::load(&path).with_context(|| format!("loading {}", path.display()))?;
     let cfg = SynthConfig {
         seed,
@@ -409,7 +410,7 @@ async fn ingest_phase(
     let cpu = Cpu::now(Some(pid), nats_pid).since(&cpu0);
     let hwm_kib = proc_status_kib(pid, "VmHWM").context("reading VmHWM of ingest")?;
     let stored_secs = (state.last_timestamp - state.first_timestamp).as_seconds_f64();
-    child.terminate();
+    child.terminate(Duration::from_secs(10));
     let _ = relay.shutdown().await;
     let ingested = Ingested {
         rate: n as f64 / stored_secs,
@@ -498,39 +499,8 @@ async fn stream_count(js: &jetstream::Context, name: &str) -> u64 {
     }
 }
 
-/// The ingest child; SIGTERM then kill on [`ChildGuard::terminate`], kill on drop.
-struct ChildGuard(Child);
-
-impl ChildGuard {
-    fn terminate(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(testkit::free_port()?)
 }
 
 /// A `kB` field of `/proc/<pid>/status`, e.g. `VmRSS`, `VmHWM`.

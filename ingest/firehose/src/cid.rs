@@ -126,7 +126,7 @@ mod tests {
         // CID of shrike-fixtures/record_like.cbor (PROVENANCE.md), recomputed here.
         let data = std::fs::read(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../../shared/fixtures/shrike-fixtures/record_like.cbor"),
+                .join("../fixtures/shrike-fixtures/record_like.cbor"),
         )
         .expect("fixture");
         use sha2::Digest;

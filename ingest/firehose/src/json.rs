@@ -219,9 +219,8 @@ mod tests {
     /// The atproto interop data-model vectors: CBOR in, the given JSON out.
     #[test]
     fn interop_data_model_vectors() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(
-            "../../../shared/fixtures/atproto-interop-tests/data-model/data-model-fixtures.json",
-        );
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fixtures/atproto-interop-tests/data-model/data-model-fixtures.json");
         let text = std::fs::read_to_string(path).expect("fixture");
         let vectors: Vec<serde_json::Value> = serde_json::from_str(&text).expect("json");
         assert!(!vectors.is_empty());

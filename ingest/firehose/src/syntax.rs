@@ -85,7 +85,7 @@ mod tests {
 
     fn lines(name: &str) -> Vec<String> {
         let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/fixtures/atproto-interop-tests/syntax")
+            .join("../fixtures/atproto-interop-tests/syntax")
             .join(name);
         let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         text.lines()

@@ -23,6 +23,9 @@
 //! - [`record`]: records a relay's binary messages, unchanged, into a capture.
 //! - [`synth`]: builds large, realistic captures from a real repository CAR.
 //! - [`car`], [`tid`], [`time`]: the small codecs `synth` and `info` need.
+//! - [`fixtures`]: the real captures and repositories under `ingest/fixtures/`, and
+//!   production Jetstream's output for them; [`frames`]: lexicon frame builders for the
+//!   kinds and sizes real captures lack. Tests of every crate read both from here.
 //!
 //! The binary `staging` (`src/main.rs`) only parses flags and calls these:
 //!
@@ -42,7 +45,9 @@
 
 pub mod capture;
 pub mod car;
+pub mod fixtures;
 pub mod frame;
+pub mod frames;
 pub mod record;
 pub mod replay;
 pub mod synth;

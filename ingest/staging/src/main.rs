@@ -99,14 +99,10 @@ struct SynthArgs {
     /// Output capture file; zstd-compressed when it ends in .zst or --zstd-level is given.
     #[arg(short, long)]
     output: PathBuf,
-    /// Real repository CAR the records and MST nodes come from (the default is relative to
-    /// the working directory: the repository root, with shared/ beside the checkout).
-    #[arg(
-        long,
-        env = "STAGING_REPO_CAR",
-        default_value = "../shared/fixtures/shrike-fixtures/calabro.car"
-    )]
-    repo: PathBuf,
+    /// Real repository CAR the records and MST nodes come from [default: the checkout's
+    /// ingest/fixtures/shrike-fixtures/calabro.car].
+    #[arg(long, env = "STAGING_REPO_CAR")]
+    repo: Option<PathBuf>,
     /// Commit ops to produce in total.
     #[arg(long, default_value_t = 100_000)]
     ops: u64,
@@ -319,7 +315,7 @@ fn synth_cmd(args: SynthArgs) -> Result<()> {
         mst_nodes_max: mst_max as usize,
     };
     let started = Instant::now();
-    let source = Source::load(&args.repo)?;
+    let source = Source::load(args.repo.clone().unwrap_or_else(staging::fixtures::calabro))?;
     let mut writer =
         CaptureWriter::create(&args.output, zstd_level(args.zstd_level, &args.output))?;
     let report = synth::synthesize(&source, cfg, &mut writer)?;

@@ -11,8 +11,9 @@
 //! state survives a server restart. The server runs with the same `max_payload`
 //! as `deploy/nats-server.conf` ([`MAX_PAYLOAD`]).
 //!
-//! [`frames`] builds synthetic firehose frames (kinds and sizes that real
-//! captures lack) for the decoder and ingestor tests.
+//! Beside it, the two other things every process-level test needs once: [`free_port`]
+//! and [`ChildGuard`], a child process that is killed when the test ends. Fixtures and
+//! frame builders live with the staging relay (`staging::fixtures`, `staging::frames`).
 //!
 //! The API is synchronous (`std::process`, `std::net`), so it works from plain
 //! `#[test]`s, `#[tokio::test]`s and benchmarks alike.
@@ -29,9 +30,6 @@
 //! nats.restart()?; // same port, same JetStream store
 //! # Ok::<(), testkit::Error>(())
 //! ```
-
-pub mod corpus;
-pub mod frames;
 
 use std::env;
 use std::fs::{self, File, OpenOptions};
@@ -391,6 +389,79 @@ impl Drop for NatsServer {
     }
 }
 
+/// A child process owned by a test or a benchmark: [`ChildGuard::terminate`] asks it to
+/// stop (SIGTERM, then a kill after `grace`); dropping the guard kills it. No test leaves a
+/// process behind, however it ends.
+#[derive(Debug)]
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Still running?
+    pub fn alive(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(None))
+    }
+
+    /// Sends `signal` (a name such as `TERM`, `KILL`, `STOP`, `CONT`) through `kill(1)`.
+    pub fn signal(&self, signal: &str) -> io::Result<()> {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.0.id().to_string())
+            .stdin(Stdio::null())
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "kill -{signal} {}: {status}",
+                self.0.id()
+            )))
+        }
+    }
+
+    /// SIGTERM, then waits up to `grace` for the exit; kills it after that. Returns the
+    /// exit status when the process ended by itself within `grace`.
+    pub fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
+        if let Ok(Some(status)) = self.0.try_wait() {
+            return Some(status);
+        }
+        let _ = self.signal("TERM");
+        let status = self.wait_timeout(grace);
+        if status.is_none() {
+            self.kill();
+        }
+        status
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.0.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+                _ => return None,
+            }
+        }
+    }
+
+    /// SIGKILL, and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// A loopback connection with short timeouts, or `None`.
 fn connect(port: u16) -> Option<TcpStream> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
@@ -403,7 +474,7 @@ fn connect(port: u16) -> Option<TcpStream> {
 }
 
 /// A port that was free a moment ago (bound on 127.0.0.1:0, then released).
-fn free_port() -> Result<u16, Error> {
+pub fn free_port() -> Result<u16, Error> {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -539,19 +610,6 @@ pub fn workspace_root() -> PathBuf {
         .ancestors()
         .nth(2)
         .map_or_else(|| manifest.join("../.."), Path::to_path_buf)
-}
-
-/// The shared fixture corpus: `$BSKY_FIXTURES` if set, else `shared/fixtures`
-/// beside the workspace root.
-pub fn shared_fixtures() -> PathBuf {
-    if let Some(dir) = env::var_os("BSKY_FIXTURES").filter(|v| !v.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    let root = workspace_root();
-    match root.parent() {
-        Some(parent) => parent.join("shared/fixtures"),
-        None => root.join("../shared/fixtures"),
-    }
 }
 
 #[cfg(test)]

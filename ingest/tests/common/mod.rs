@@ -8,28 +8,42 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use staging::capture::Capture;
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use testkit::corpus::{event_key, expected, FIRST_SEQ as CORPUS_FIRST_SEQ};
+pub use rand::{rngs::SmallRng, Rng, SeedableRng};
+pub use staging::fixtures::{event_key, CORPUS_FIRST_SEQ};
+pub use testkit::ChildGuard;
 
 pub fn corpus() -> Arc<Capture> {
-    Arc::new(testkit::corpus::capture())
+    Arc::new(staging::fixtures::corpus().expect("corpus"))
+}
+
+/// `expected_v1.jsonl`, keyed by [`event_key`].
+pub fn expected() -> HashMap<String, Value> {
+    staging::fixtures::expected_by_key().expect("expected_v1.jsonl")
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    testkit::free_port().expect("free port")
+}
+
+/// A seeded PRNG for a test's fault schedule; the seed is printed, so a failure can be
+/// replayed.
+pub fn schedule_rng() -> SmallRng {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    eprintln!("schedule seed: {seed}");
+    SmallRng::seed_from_u64(seed)
 }
 
 /// The `ingest` binary as a child process; killed on drop.
 pub struct Ingest {
-    pub child: Child,
+    pub child: ChildGuard,
     pub metrics_port: u16,
     pub log: PathBuf,
 }
@@ -65,7 +79,7 @@ impl Ingest {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("spawn ingest");
+        let child = ChildGuard(cmd.spawn().expect("spawn ingest"));
         Ingest {
             child,
             metrics_port,
@@ -75,12 +89,11 @@ impl Ingest {
 
     /// Still running?
     pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        self.child.alive()
     }
 
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.kill();
     }
 
     pub fn log_tail(&self) -> String {
@@ -110,12 +123,6 @@ impl Ingest {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-}
-
-impl Drop for Ingest {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -251,8 +258,7 @@ pub fn relay_base(h: &staging::replay::RelayHandle) -> String {
 /// A synthesized capture of about `ops` record ops (deterministic from `seed`).
 pub fn synth(ops: u64, seed: u64) -> Arc<Capture> {
     use staging::synth::{synthesize, Source, SynthConfig};
-    let source = Source::load(testkit::shared_fixtures().join("shrike-fixtures/calabro.car"))
-        .expect("calabro.car");
+    let source = Source::load(staging::fixtures::calabro()).expect("calabro.car");
     let cfg = SynthConfig {
         seed,
         ops,
@@ -300,24 +306,4 @@ pub async fn assert_exact(js: &jetstream::Context, expected: &HashMap<String, (S
         assert_eq!(&m.json, json, "content of {}", m.msg_id);
     }
     assert_eq!(stored.len(), expected.len(), "every op exactly once");
-}
-
-/// Sends a signal to a child by pid.
-pub fn signal(child: &Child, sig: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{sig}"), &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-}
-
-/// A small deterministic PRNG for test schedules (the seed is printed by the caller).
-pub struct Rng(pub u64);
-impl Rng {
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
 }

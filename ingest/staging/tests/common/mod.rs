@@ -1,8 +1,7 @@
 //! Shared helpers of the staging integration tests: fixture paths, the real corpus, and a
 //! plain tokio-tungstenite client.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,20 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// `shared/fixtures`, beside the repository checkout (or `$STAGING_FIXTURES`).
-pub fn fixtures() -> PathBuf {
-    std::env::var_os("STAGING_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
-}
-
-pub fn corpus_path() -> PathBuf {
-    fixtures().join("jetstream-corpus/frames.bin.zst")
-}
-
-pub fn calabro_path() -> PathBuf {
-    fixtures().join("shrike-fixtures/calabro.car")
-}
+pub use staging::fixtures::{calabro as calabro_path, corpus_path};
 
 /// The 150 real production frames.
 pub fn corpus() -> Arc<Capture> {

@@ -3,11 +3,12 @@
 //! Real captures have no `#sync`, `#info`, error frames, `tooBig` commits, 200-op commits
 //! or 5 MB frames; these builders make them, in canonical DAG-CBOR (serde_ipld_dagcbor
 //! sorts map keys), with real CIDs (sha2-256 of each block). CAR slices, CIDs and the
-//! control frames come from the staging relay's own writers, so tests and relay agree.
+//! control frames come from the relay's own writers ([`crate::car`], [`crate::frame`]), so
+//! tests and relay agree.
 
+pub use crate::frame::{error_frame, info_frame};
 use ipld_core::cid::Cid;
 use ipld_core::ipld::Ipld;
-pub use staging::frame::{error_frame, info_frame};
 use std::collections::BTreeMap;
 
 /// A map from string keys, the only kind DAG-CBOR allows.
@@ -20,6 +21,7 @@ pub fn map<const N: usize>(entries: [(&str, Ipld); N]) -> Ipld {
     )
 }
 
+/// A string value.
 pub fn s(v: &str) -> Ipld {
     Ipld::String(v.to_string())
 }
@@ -31,16 +33,16 @@ pub fn cbor(v: &Ipld) -> Vec<u8> {
 
 /// The CIDv1 (dag-cbor, sha2-256) of a block.
 pub fn cid_of(block: &[u8]) -> Cid {
-    let bytes = staging::car::dag_cbor_cid_bytes(block);
+    let bytes = crate::car::dag_cbor_cid_bytes(block);
     Cid::try_from(&bytes[..]).unwrap_or_default()
 }
 
 /// A CARv1 slice: header with `roots` then each block as `varint(len) cid data`.
 pub fn car(roots: &[Cid], blocks: &[(Cid, Vec<u8>)]) -> Vec<u8> {
     let mut out = Vec::new();
-    staging::car::write_header(&mut out, roots);
+    crate::car::write_header(&mut out, roots);
     for (cid, data) in blocks {
-        staging::car::write_block(&mut out, &cid.to_bytes(), data);
+        crate::car::write_block(&mut out, &cid.to_bytes(), data);
     }
     out
 }
@@ -52,6 +54,7 @@ pub fn frame(t: &str, body: &Ipld) -> Vec<u8> {
     out
 }
 
+/// `#identity` with a handle.
 pub fn identity_frame(seq: i64, did: &str, time: &str, handle: &str) -> Vec<u8> {
     frame(
         "#identity",
@@ -64,6 +67,7 @@ pub fn identity_frame(seq: i64, did: &str, time: &str, handle: &str) -> Vec<u8> 
     )
 }
 
+/// `#account`; `status` only when given.
 pub fn account_frame(
     seq: i64,
     did: &str,
@@ -115,13 +119,16 @@ fn commit_block(did: &str, rev: &str, data: &Cid) -> Vec<u8> {
 /// One op of a commit under construction.
 #[derive(Clone, Debug)]
 pub struct Op {
+    /// `create`, `update` or `delete` (or anything else, to test rejection).
     pub action: &'static str,
+    /// `collection/rkey`.
     pub path: String,
     /// The record for create/update (DAG-CBOR value); `None` for delete.
     pub record: Option<Ipld>,
 }
 
 impl Op {
+    /// A create of `record` at `path`.
     pub fn create(path: impl Into<String>, record: Ipld) -> Op {
         Op {
             action: "create",
@@ -129,6 +136,7 @@ impl Op {
             record: Some(record),
         }
     }
+    /// A delete at `path`.
     pub fn delete(path: impl Into<String>) -> Op {
         Op {
             action: "delete",
@@ -198,14 +206,18 @@ pub fn commit_frame(
     )
 }
 
-/// Writes frames in the capture format: `[u32 LE length][frame]…` (uncompressed).
+/// Frames as an uncompressed capture file (`[u32 LE length][frame]…`).
 pub fn capture(frames: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::new();
+    let mut w = match crate::capture::CaptureWriter::new(Vec::new(), None) {
+        Ok(w) => w,
+        Err(_) => return Vec::new(), // an uncompressed Vec writer cannot fail
+    };
     for f in frames {
-        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
-        out.extend_from_slice(f);
+        if w.write_frame(f).is_err() {
+            return Vec::new(); // only a frame above MAX_FRAME_BYTES fails: tests see it empty
+        }
     }
-    out
+    w.finish().unwrap_or_default()
 }
 
 /// `frame` with the first occurrence of `from` replaced by `to` (same length, so the CBOR

@@ -5,7 +5,7 @@
 
 use firehose::{decode, Action, Control, Kind};
 use serde_json::Value;
-use testkit::frames::{self, Op};
+use staging::frames::{self, Op};
 
 const DID: &str = "did:plc:ewvi7nxzyoun6zhxrhs64oiz";
 const TIME: &str = "2026-07-04T14:38:07.877Z";
@@ -155,7 +155,9 @@ fn five_megabyte_frame() {
 
 /// A real frame from the corpus: the first like (frame 0 of the capture).
 fn real_like_frame() -> Vec<u8> {
-    let frame = testkit::corpus::capture().frames()[0].bytes.to_vec();
+    let frame = staging::fixtures::corpus().expect("corpus").frames()[0]
+        .bytes
+        .to_vec();
     let d = decode(&frame).expect("real frame decodes");
     assert_eq!(d.messages[0].collection(), Some("app.bsky.feed.like"));
     frame

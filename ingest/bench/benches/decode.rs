@@ -14,7 +14,7 @@
 //! prints frames/s next to ops/s, and the iroh-car / slice time ratio.
 //!
 //! ```sh
-//! cargo bench -p firehose --bench decode -- --warm-up-time 1 --measurement-time 3
+//! cargo bench -p bench --bench decode -- --warm-up-time 1 --measurement-time 3
 //! ```
 //!
 //! Under `cargo test` (no `--bench` flag) criterion runs every case once, and the synthesized
@@ -38,7 +38,7 @@ fn bench_mode() -> bool {
 }
 
 fn corpus() -> Vec<Vec<u8>> {
-    let path = testkit::shared_fixtures().join("jetstream-corpus/frames.bin.zst");
+    let path = staging::fixtures::corpus_path();
     let capture =
         Capture::load(&path).unwrap_or_else(|e| panic!("loading {}: {e}", path.display()));
     capture.frames().iter().map(|f| f.bytes.to_vec()).collect()
@@ -46,7 +46,7 @@ fn corpus() -> Vec<Vec<u8>> {
 
 fn synth(ops: u64) -> Vec<Vec<u8>> {
     use staging::synth::{synthesize, Source, SynthConfig};
-    let path = testkit::shared_fixtures().join("shrike-fixtures/calabro.car");
+    let path = staging::fixtures::calabro();
     let source = Source::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let cfg = SynthConfig {
         seed: SYNTH_SEED,

@@ -3,15 +3,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use serde_json::Value;
+use staging::fixtures::{self, event_key as key};
 use std::collections::HashMap;
-use testkit::corpus::{self, event_key as key};
 
 #[test]
 fn corpus_matches_production_jetstream() {
-    let capture = corpus::capture();
+    let capture = fixtures::corpus().expect("corpus");
     let frames: Vec<&[u8]> = capture.frames().iter().map(|f| &f.bytes[..]).collect();
     assert_eq!(frames.len(), 150);
-    let expected: HashMap<String, Value> = corpus::expected();
+    let expected: HashMap<String, Value> = fixtures::expected_by_key().expect("expected");
     assert_eq!(expected.len(), 152);
 
     let mut seen = 0;
@@ -20,7 +20,7 @@ fn corpus_matches_production_jetstream() {
     for (i, frame) in frames.iter().enumerate() {
         let d = firehose::decode(frame).unwrap_or_else(|e| panic!("frame {i}: {e}"));
         assert!(d.skipped.is_empty(), "frame {i} skipped {:?}", d.skipped);
-        assert_eq!(d.seq, Some(corpus::FIRST_SEQ + i as i64));
+        assert_eq!(d.seq, Some(fixtures::CORPUS_FIRST_SEQ + i as i64));
         for m in &d.messages {
             let mut got: Value = serde_json::from_slice(&m.payload).expect("payload is JSON");
             assert_eq!(
