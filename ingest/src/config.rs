@@ -2,12 +2,14 @@
 //!
 //! Sources, each overriding the one before: built-in defaults < TOML file (`--config`)
 //! < environment (`BSKY_INGEST_`, nesting with `__`, e.g. `BSKY_INGEST_NATS__URL`)
-//! < command-line flags. Unknown keys, from the file or the environment, stop the program
-//! at start with the key named. Secrets are never logged (see [`Config::summary`]).
+//! < command-line flags, merged by [`service::config`]. Unknown keys, from the file or the
+//! environment, stop the program at start with the key named. Secrets are never logged
+//! (see [`Config::summary`] and [`service::nats::redact`]).
 
-use figment::providers::{Env, Format, Serialized, Toml};
-use figment::Figment;
 use serde::{Deserialize, Serialize};
+pub use service::config::{duration, ConfigError};
+use service::config::{flag, Sources};
+use service::telemetry::LogFormat;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,7 +21,7 @@ pub const ENV_PREFIX: &str = "BSKY_INGEST_";
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub relay: Relay,
-    pub nats: Nats,
+    pub nats: service::nats::Settings,
     pub stream: Stream,
     pub publish: Publish,
     pub cursor: Cursor,
@@ -45,40 +47,6 @@ pub struct Relay {
     pub reconnect_max: Duration,
     /// Start from this relay seq instead of the stored cursor (events with seq > cursor).
     pub start_cursor: Option<i64>,
-}
-
-/// The NATS connection. Credentials are optional; use one kind.
-#[derive(Clone, Serialize, Deserialize, PartialEq, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct Nats {
-    /// Server URL(s), comma-separated.
-    pub url: String,
-    pub user: Option<String>,
-    pub password: Option<String>,
-    pub token: Option<String>,
-    /// Path of a `.creds` file (JWT + NKey seed).
-    pub creds_file: Option<PathBuf>,
-    /// An NKey user seed (`SU…`).
-    pub nkey_seed: Option<String>,
-    /// PEM file of the CA that signed the server's certificate; implies TLS.
-    pub tls_ca: Option<PathBuf>,
-    /// Connection name shown by the server (`nats server report connections`).
-    pub name: String,
-}
-
-impl std::fmt::Debug for Nats {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Nats")
-            .field("url", &self.url)
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("creds_file", &self.creds_file)
-            .field("nkey_seed", &self.nkey_seed.as_ref().map(|_| "<redacted>"))
-            .field("tls_ca", &self.tls_ca)
-            .field("name", &self.name)
-            .finish()
-    }
 }
 
 /// The JetStream stream, created or updated to match at start.
@@ -135,7 +103,7 @@ pub struct Metrics {
 #[serde(deny_unknown_fields, default)]
 pub struct Log {
     /// "text" or "json".
-    pub format: String,
+    pub format: LogFormat,
     /// Interval of the progress line; "0s" = off.
     #[serde(with = "duration")]
     pub progress_interval: Duration,
@@ -152,10 +120,10 @@ impl Default for Config {
                 reconnect_max: Duration::from_secs(30),
                 start_cursor: None,
             },
-            nats: Nats {
+            nats: service::nats::Settings {
                 url: "nats://127.0.0.1:4222".into(),
                 name: "bsky-ingest".into(),
-                ..Nats::default()
+                ..Default::default()
             },
             stream: Stream {
                 name: "BSKY".into(),
@@ -179,7 +147,7 @@ impl Default for Config {
                 listen: "127.0.0.1:9464".into(),
             },
             log: Log {
-                format: "text".into(),
+                format: LogFormat::Text,
                 progress_interval: Duration::from_secs(5),
             },
         }
@@ -227,7 +195,8 @@ impl Default for Log {
 (prefix BSKY_INGEST_, nesting with __, e.g. BSKY_INGEST_NATS__URL). Precedence: defaults < file < \
 environment < flags. Settings (file keys):\n\
   [relay]   url, max_frame_bytes, idle_timeout, reconnect_min, reconnect_max, start_cursor\n\
-  [nats]    url, user, password, token, creds_file, nkey_seed, tls_ca, name\n\
+  [nats]    url, user, password, password_file, token, token_file, creds_file, nkey_seed,\n\
+            tls_ca, tls_cert, tls_key, name (credentials may also sit in the URL)\n\
   [stream]  name, max_age, max_bytes, replicas, duplicate_window, compression (s2|none)\n\
   [publish] window, window_bytes, ack_timeout\n\
   [cursor]  bucket, key, save_interval\n\
@@ -266,55 +235,35 @@ pub struct Flags {
     pub log_format: Option<String>,
 }
 
-/// A configuration that cannot be used; the message names the key.
-#[derive(Debug, thiserror::Error)]
-#[error("configuration: {0}")]
-pub struct ConfigError(String);
-
 impl Config {
     /// Loads defaults < file < environment < flags, then checks the values.
     pub fn load(flags: &Flags) -> Result<Config, ConfigError> {
-        Self::load_from(flags, Env::prefixed(ENV_PREFIX).split("__"))
+        Self::load_from(flags, Sources::env(ENV_PREFIX))
     }
 
-    fn load_from(flags: &Flags, env: Env) -> Result<Config, ConfigError> {
-        let mut fig = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(path) = &flags.config {
-            if !path.is_file() {
-                return Err(ConfigError(format!(
-                    "--config: no such file {}",
-                    path.display()
-                )));
-            }
-            fig = fig.merge(Toml::file_exact(path));
-        }
-        fig = fig.merge(env);
-        let set = |fig: Figment, key: &str, value: Option<String>| match value {
-            Some(v) => fig.merge(Serialized::default(key, v)),
-            None => fig,
-        };
-        fig = set(fig, "relay.url", flags.relay.clone());
-        fig = set(fig, "nats.url", flags.nats.clone());
-        fig = set(fig, "stream.name", flags.stream.clone());
-        fig = set(fig, "metrics.listen", flags.metrics_listen.clone());
-        fig = set(fig, "log.format", flags.log_format.clone());
-        if let Some(c) = flags.cursor {
-            fig = fig.merge(Serialized::default("relay.start_cursor", c));
-        }
-        let config: Config = fig.extract().map_err(|e| {
-            ConfigError(
-                e.into_iter()
-                    .map(|e| e.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })?;
+    fn load_from(flags: &Flags, env: figment::providers::Env) -> Result<Config, ConfigError> {
+        let given = [
+            flag("relay.url", flags.relay.clone()),
+            flag("nats.url", flags.nats.clone()),
+            flag("stream.name", flags.stream.clone()),
+            flag("metrics.listen", flags.metrics_listen.clone()),
+            flag("log.format", flags.log_format.clone()),
+            flag("relay.start_cursor", flags.cursor),
+        ];
+        let config: Config = service::config::load(
+            &Config::default(),
+            Sources {
+                file: flags.config.as_deref(),
+                env,
+                flags: given.into_iter().flatten().collect(),
+            },
+        )?;
         config.check()?;
         Ok(config)
     }
 
     fn check(&self) -> Result<(), ConfigError> {
-        let bad = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
+        let bad = |key: &str, why: &str| Err(ConfigError::key(key, why));
         match url::Url::parse(&self.relay.url) {
             Ok(u) if matches!(u.scheme(), "ws" | "wss") => {}
             Ok(_) => return bad("relay.url", "must start with ws:// or wss://"),
@@ -336,12 +285,7 @@ impl Config {
         if self.relay.idle_timeout.is_zero() {
             return bad("relay.idle_timeout", "must be > 0");
         }
-        if self.nats.url.trim().is_empty() {
-            return bad("nats.url", "must not be empty");
-        }
-        if self.nats.password.is_some() != self.nats.user.is_some() {
-            return bad("nats.user", "user and password go together");
-        }
+        self.nats.check()?;
         let name_ok = |n: &str| {
             !n.is_empty()
                 && n.bytes()
@@ -377,9 +321,6 @@ impl Config {
         if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
             return bad("metrics.listen", "must be host:port, e.g. 127.0.0.1:9464");
         }
-        if !matches!(self.log.format.as_str(), "text" | "json") {
-            return bad("log.format", "must be \"text\" or \"json\"");
-        }
         Ok(())
     }
 
@@ -396,8 +337,8 @@ impl Config {
     pub fn summary(&self) -> String {
         format!(
             "relay={} nats={} stream={} window={} metrics={}",
-            self.relay.url,
-            self.nats.url,
+            service::nats::redact(&self.relay.url),
+            self.nats.redacted_url(),
             self.stream.name,
             self.publish.window,
             if self.metrics.listen.is_empty() {
@@ -409,56 +350,13 @@ impl Config {
     }
 }
 
-/// Durations as human strings ("500ms", "5s", "2m", "72h", "1d") or whole seconds.
-pub mod duration {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn parse(s: &str) -> Option<Duration> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit() && c != '.')?;
-        let (num, unit) = s.split_at(split);
-        let n: f64 = num.parse().ok()?;
-        let secs = match unit {
-            "ms" => n / 1000.0,
-            "s" => n,
-            "m" => n * 60.0,
-            "h" => n * 3600.0,
-            "d" => n * 86400.0,
-            _ => return None,
-        };
-        (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
-    }
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format!("{}ms", d.as_millis()))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Secs(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Secs(n) => Ok(Duration::from_secs(n)),
-            Raw::Text(t) => parse(&t).ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "invalid duration {t:?} (write e.g. \"500ms\", \"5s\", \"2m\", \"72h\")"
-                ))
-            }),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
 
-    fn no_env() -> Env {
-        Env::prefixed("BSKY_INGEST_TEST_UNUSED_PREFIX_").split("__")
+    fn no_env() -> figment::providers::Env {
+        Sources::env("BSKY_INGEST_TEST_UNUSED_PREFIX_")
     }
 
     #[test]
@@ -525,14 +423,5 @@ mod tests {
         };
         let err = Config::load_from(&flags, no_env()).expect_err("must fail");
         assert!(err.to_string().contains("max_age"), "{err}");
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(duration::parse("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(duration::parse("72h"), Some(Duration::from_secs(259200)));
-        assert_eq!(duration::parse("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(duration::parse("5"), None);
-        assert_eq!(duration::parse("5y"), None);
     }
 }

@@ -34,7 +34,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// acked (or [`DRAIN_TIMEOUT`] passes) and the cursor is stored.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     info!(config = %config.summary(), "starting");
-    let client = stream::connect(&config.nats).await?;
+    let client = service::nats::connect(&config.nats).await?;
     info!(server = %client.server_info().version, "connected to NATS");
     let js = async_nats::jetstream::ContextBuilder::new()
         .timeout(config.publish.ack_timeout)
@@ -78,7 +78,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .await
             .map_err(|e| anyhow::anyhow!("metrics.listen {}: {e}", config.metrics.listen))?;
         info!(addr = %listener.local_addr()?, "metrics on /metrics");
-        Some(tokio::spawn(metrics::serve(
+        Some(tokio::spawn(service::telemetry::serve_metrics(
             listener,
             registry,
             shutdown.clone(),

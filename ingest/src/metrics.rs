@@ -10,7 +10,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 
 /// Collections that get their own label value; the rest are `other`.
 pub const COLLECTIONS: &[&str] = &[
@@ -176,36 +175,4 @@ impl Metrics {
     pub fn skip(&self, reason: &'static str) {
         self.skipped.get_or_create(&ReasonLabel { reason }).inc();
     }
-}
-
-/// Serves `GET /metrics` until `shutdown` fires.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    registry: Registry,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> std::io::Result<()> {
-    use axum::routing::get;
-    let registry = Arc::new(registry);
-    let app = axum::Router::new().route(
-        "/metrics",
-        get(move || {
-            let registry = registry.clone();
-            async move {
-                let mut body = String::new();
-                match prometheus_client::encoding::text::encode(&mut body, &registry) {
-                    Ok(()) => (
-                        [(
-                            "content-type",
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        body,
-                    ),
-                    Err(_) => ([("content-type", "text/plain")], String::new()),
-                }
-            }
-        }),
-    );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
 }

@@ -1,0 +1,79 @@
+//! Logs and metrics, the same way in every binary.
+//!
+//! Logs are `tracing` events with structured fields, on stderr, as text or JSON lines
+//! (`log.format`); `RUST_LOG` filters them (default `info`). Metrics are a
+//! `prometheus-client` registry served as OpenMetrics text on `GET /metrics`: every label
+//! comes from a closed set, never a DID, an IP or a free-form string.
+
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Installs the global subscriber: stderr, `RUST_LOG` or `info`, in `format`.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// A router with `GET /metrics` for `registry`; merge it into a service's own router, or
+/// serve it alone with [`serve_metrics`].
+pub fn metrics_router(registry: Registry) -> axum::Router {
+    let registry = Arc::new(registry);
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let registry = registry.clone();
+            async move {
+                let mut body = String::new();
+                match prometheus_client::encoding::text::encode(&mut body, &registry) {
+                    Ok(()) => (
+                        [(
+                            "content-type",
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        body,
+                    ),
+                    Err(_) => ([("content-type", "text/plain")], String::new()),
+                }
+            }
+        }),
+    )
+}
+
+/// Serves `router` on `listener` until `shutdown` fires.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// Serves `GET /metrics` alone until `shutdown` fires.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    registry: Registry,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    serve(listener, metrics_router(registry), shutdown).await
+}
