@@ -18,6 +18,8 @@ pub mod metrics;
 pub mod publish;
 pub mod relay;
 pub mod stream;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use config::Config;
 use std::time::{Duration, Instant};
