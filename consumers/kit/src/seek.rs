@@ -1,0 +1,79 @@
+//! Where, in the stream, a given *event time* starts.
+//!
+//! JetStream can start a consumer at a storage time (`DeliverPolicy::ByStartTime`), but
+//! storage time is when the ingestor stored a message: after a catch-up it is hours later
+//! than the event's own `time_us`, so a cursor or a rebuild point "from 14:00" must be
+//! found by event time. [`seq_at_time`] binary-searches the stream with direct gets (about
+//! log2(messages) reads, 25 for 30 million), each one the first message at or after a
+//! probe sequence, so deleted or expired sequences are stepped over.
+//!
+//! The stream is in relay order, which follows event time closely but not strictly: event
+//! times come from the repositories' hosts, and neighbours differ by up to a second in the
+//! real corpus (more when a host's clock is off). On ordered times the result is exact; in
+//! general it is the boundary a binary search finds. A caller that must see every event at
+//! or after `t` seeks `t - margin` (a margin larger than the disorder it expects) and drops
+//! the older events it then reads.
+
+use async_nats::jetstream::stream::Stream;
+
+/// Subject filter matching every message of the stream.
+pub const ALL: &str = "bsky.>";
+
+/// Why a seek failed: JetStream could not be asked (retry later) or a payload had no
+/// `time_us` (the stream holds something else than the contract's events: stop).
+#[derive(Debug, thiserror::Error)]
+pub enum SeekError {
+    /// Stream info or a direct get failed.
+    #[error("reading the stream: {0}")]
+    JetStream(String),
+    /// The message at this stream sequence has no readable `time_us`.
+    #[error("message {seq} has no event time: {source}")]
+    NoTime {
+        /// Its stream sequence.
+        seq: u64,
+        /// The parser's error.
+        source: crate::event::EventError,
+    },
+}
+
+/// The first stored message at or after sequence `from`: (its sequence, its event time), or
+/// `None` past the end.
+async fn probe(stream: &Stream, from: u64) -> Result<Option<(u64, i64)>, SeekError> {
+    use async_nats::jetstream::stream::DirectGetErrorKind;
+    match stream.direct_get_next_for_subject(ALL, Some(from)).await {
+        Ok(m) => {
+            let t = crate::event::time_us(&m.payload).map_err(|source| SeekError::NoTime {
+                seq: m.sequence,
+                source,
+            })?;
+            Ok(Some((m.sequence, t)))
+        }
+        Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+        Err(e) => Err(SeekError::JetStream(e.to_string())),
+    }
+}
+
+/// The sequence of the first message whose event time is at or after `time_us`: `None`
+/// when every stored message is older (start at the live tail). A time older than the
+/// stream's first message gives the first message.
+pub async fn seq_at_time(stream: &Stream, time_us: i64) -> Result<Option<u64>, SeekError> {
+    let state = stream
+        .get_info()
+        .await
+        .map_err(|e| SeekError::JetStream(e.to_string()))?
+        .state;
+    if state.messages == 0 {
+        return Ok(None);
+    }
+    // Invariant: every stored message below `lo` is older than `time_us`, and the first
+    // stored message at or after `hi` (if any) is not.
+    let (mut lo, mut hi) = (state.first_sequence, state.last_sequence + 1);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match probe(stream, mid).await? {
+            Some((seq, t)) if seq < hi && t < time_us => lo = seq + 1,
+            _ => hi = mid,
+        }
+    }
+    Ok(probe(stream, lo).await?.map(|(seq, _)| seq))
+}
