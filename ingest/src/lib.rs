@@ -38,11 +38,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     info!(config = %config.summary(), "starting");
     let client = service::nats::connect(&config.nats).await?;
     info!(server = %client.server_info().version, "connected to NATS");
-    let js = async_nats::jetstream::ContextBuilder::new()
-        .timeout(config.publish.ack_timeout)
-        .max_ack_inflight(config.publish.window + firehose::MAX_OPS)
-        .backpressure_on_inflight(true)
-        .build(client.clone());
+    let js = publish::context(client.clone(), &config.publish);
     let mut stream = stream::ensure(&js, &config.stream).await?;
 
     let store = cursor::CursorStore::open(

@@ -1,8 +1,10 @@
 //! Prometheus metrics of the ingestor, served on `GET /metrics`.
 //!
-//! Every label comes from a closed set: frame kinds, op actions, skip reasons
-//! ([`firehose::SKIP_REASONS`]), reconnect reasons, and collections from [`COLLECTIONS`]
-//! with everything else counted as `other`. Never a DID, never a free-form string.
+//! Every label comes from a closed set, an enum with `ALL` whose every series is registered
+//! at zero before the first event: frame kinds ([`firehose::Kind`]), op actions
+//! ([`firehose::Action`]), skip reasons ([`firehose::SkipReason`]), reconnect reasons
+//! ([`Reconnect`]), and collections from [`COLLECTIONS`] with everything else counted as
+//! `other`. Never a DID, never a free-form string.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -32,20 +34,54 @@ pub const COLLECTIONS: &[&str] = &[
     "chat.bsky.actor.declaration",
 ];
 
-/// Skip reasons the ingestor adds to the decoder's [`firehose::SKIP_REASONS`].
-pub const INGEST_SKIP_REASONS: &[&str] = &["frame_too_large", "stale_seq", "too_large_for_nats"];
+/// Why the relay connection was re-established.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reconnect {
+    /// The relay closed the connection.
+    Closed,
+    /// The socket failed.
+    IoError,
+    /// No frame for `relay.idle_timeout`.
+    Idle,
+    /// The connection or the WebSocket handshake failed.
+    ConnectFailed,
+    /// Error frame `FutureCursor`: the cursor is ahead of the relay.
+    FutureCursor,
+    /// Error frame `ConsumerTooSlow`.
+    ConsumerTooSlow,
+    /// Any other error frame.
+    RelayError,
+    /// A frame above what the WebSocket layer accepts; reading resumes after it.
+    FrameTooLarge,
+}
 
-/// Reasons the relay connection was re-established.
-pub const RECONNECT_REASONS: &[&str] = &[
-    "closed",
-    "io_error",
-    "idle",
-    "connect_failed",
-    "future_cursor",
-    "consumer_too_slow",
-    "relay_error",
-    "frame_too_large",
-];
+impl Reconnect {
+    /// Every reason, for pre-registering metric series.
+    pub const ALL: [Reconnect; 8] = [
+        Reconnect::Closed,
+        Reconnect::IoError,
+        Reconnect::Idle,
+        Reconnect::ConnectFailed,
+        Reconnect::FutureCursor,
+        Reconnect::ConsumerTooSlow,
+        Reconnect::RelayError,
+        Reconnect::FrameTooLarge,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reconnect::Closed => "closed",
+            Reconnect::IoError => "io_error",
+            Reconnect::Idle => "idle",
+            Reconnect::ConnectFailed => "connect_failed",
+            Reconnect::FutureCursor => "future_cursor",
+            Reconnect::ConsumerTooSlow => "consumer_too_slow",
+            Reconnect::RelayError => "relay_error",
+            Reconnect::FrameTooLarge => "frame_too_large",
+        }
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
@@ -99,14 +135,35 @@ impl Metrics {
                 kind: kind.as_str(),
             });
         }
-        for reason in firehose::SKIP_REASONS
-            .iter()
-            .chain(["frame_too_large", "stale_seq"].iter())
-        {
-            let _ = self.skipped.get_or_create(&ReasonLabel { reason });
+        for reason in firehose::SkipReason::ALL {
+            let _ = self.skipped.get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            });
         }
-        for reason in RECONNECT_REASONS {
-            let _ = self.reconnects.get_or_create(&ReasonLabel { reason });
+        for action in firehose::Action::ALL {
+            let collections: &[&'static str] = match action {
+                firehose::Action::Create | firehose::Action::Update | firehose::Action::Delete => {
+                    COLLECTIONS
+                }
+                _ => &[],
+            };
+            let labels = collections.iter().copied().chain(match action {
+                firehose::Action::Create | firehose::Action::Update | firehose::Action::Delete => {
+                    ["other"]
+                }
+                _ => ["none"],
+            });
+            for collection in labels {
+                let _ = self.ops.get_or_create(&OpLabel {
+                    action: action.as_str(),
+                    collection,
+                });
+            }
+        }
+        for reason in Reconnect::ALL {
+            let _ = self.reconnects.get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            });
         }
         r.register(
             "events",
@@ -171,8 +228,21 @@ impl Metrics {
         r
     }
 
-    /// Counts a frame that was skipped whole.
-    pub fn skip(&self, reason: &'static str) {
-        self.skipped.get_or_create(&ReasonLabel { reason }).inc();
+    /// Counts a frame or an op that was skipped.
+    pub fn skip(&self, reason: firehose::SkipReason) {
+        self.skipped
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts a reconnection.
+    pub fn reconnect(&self, reason: Reconnect) {
+        self.reconnects
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .inc();
     }
 }

@@ -38,6 +38,17 @@ use tracing::{error, warn};
 /// Header carrying the relay seq of the frame a message came from.
 pub const SEQ_HEADER: &str = "Bsky-Seq";
 
+/// The JetStream context the publisher runs on: `ack_timeout` per ack, and at most the
+/// window plus one frame's ops awaiting acks (the client then waits instead of growing).
+/// The benchmark's ceiling publisher uses this same context, so only the code differs.
+pub fn context(client: async_nats::Client, cfg: &crate::config::Publish) -> Context {
+    async_nats::jetstream::ContextBuilder::new()
+        .timeout(cfg.ack_timeout)
+        .max_ack_inflight(cfg.window + firehose::MAX_OPS)
+        .backpressure_on_inflight(true)
+        .build(client)
+}
+
 pub struct Publisher {
     pub js: Context,
     pub window: usize,
@@ -120,7 +131,7 @@ impl Publisher {
             position: self.start,
             frame_max: self.start.stream_seq,
             last_warn: None,
-            counters: vec![None; 6 * LABELS],
+            counters: vec![None; firehose::Action::ALL.len() * LABELS],
         };
         loop {
             let room = w.slots.len() < self.window && w.bytes < self.window_bytes;
@@ -242,7 +253,7 @@ impl Publisher {
                 Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
                     // Can never succeed: the server's max_payload is below this message.
                     error!(seq, msg_id = %msg.msg_id, bytes = msg.payload.len(), "message larger than the server's max_payload; skipped (raise max_payload)");
-                    self.metrics.skip("too_large_for_nats");
+                    self.metrics.skip(firehose::SkipReason::TooLargeForNats);
                     w.push(Slot::Nothing, seq, last_of_frame, None);
                 }
                 Err(e) => {
@@ -286,14 +297,10 @@ impl Window {
                 .position(|c| *c == l)
                 .unwrap_or(LABELS - 2),
         };
-        let row = match action {
-            firehose::Action::Create => 0,
-            firehose::Action::Update => 1,
-            firehose::Action::Delete => 2,
-            firehose::Action::Identity => 3,
-            firehose::Action::Account => 4,
-            firehose::Action::Sync => 5,
-        };
+        let row = firehose::Action::ALL
+            .iter()
+            .position(|a| *a == action)
+            .unwrap_or(0);
         self.counters[row * LABELS + column]
             .get_or_insert_with(|| {
                 metrics

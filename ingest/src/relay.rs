@@ -14,9 +14,10 @@
 //! `#info OutdatedCursor` is logged and counted; the relay goes on from its oldest event.
 
 use crate::config::Relay as RelayConfig;
-use crate::metrics::Metrics;
-use firehose::{Control, Decoded};
+use crate::metrics::{Metrics, Reconnect};
+use firehose::{Control, Decoded, SkipReason};
 use futures_util::StreamExt;
+use rand::{rngs::SmallRng, Rng, SeedableRng};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -55,18 +56,15 @@ pub async fn run(
                     info!(url = %url, "connected to relay");
                     read(ws, &config, &mut cursor, &tx, &metrics, &shutdown, &mut backoff).await
                 }
-                Err(e) => End::Reconnect("connect_failed", e.to_string()),
+                Err(e) => End::Reconnect(Reconnect::ConnectFailed, e.to_string()),
             },
         };
         match outcome {
             End::Shutdown => return,
             End::Reconnect(reason, detail) => {
-                metrics
-                    .reconnects
-                    .get_or_create(&crate::metrics::ReasonLabel { reason })
-                    .inc();
+                metrics.reconnect(reason);
                 let delay = backoff.next_delay();
-                warn!(reason, detail = %detail, cursor = ?cursor, retry_in_ms = delay.as_millis() as u64, "relay connection ended; reconnecting");
+                warn!(reason = reason.as_str(), detail = %detail, cursor = ?cursor, retry_in_ms = delay.as_millis() as u64, "relay connection ended; reconnecting");
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}
@@ -78,7 +76,7 @@ pub async fn run(
 
 enum End {
     Shutdown,
-    Reconnect(&'static str, String),
+    Reconnect(Reconnect, String),
 }
 
 fn subscribe_url(base: &str, cursor: Option<i64>) -> String {
@@ -109,48 +107,51 @@ where
         };
         let bytes = match next {
             Err(_) => {
-                return End::Reconnect("idle", format!("no frame for {:?}", config.idle_timeout))
+                return End::Reconnect(
+                    Reconnect::Idle,
+                    format!("no frame for {:?}", config.idle_timeout),
+                )
             }
-            Ok(None) => return End::Reconnect("closed", "relay closed the stream".into()),
+            Ok(None) => return End::Reconnect(Reconnect::Closed, "relay closed the stream".into()),
             Ok(Some(Err(e))) => {
                 use tokio_tungstenite::tungstenite::error::{CapacityError, Error};
                 return match e {
                     Error::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
-                        metrics.skip("frame_too_large");
+                        metrics.skip(SkipReason::FrameTooLarge);
                         End::Reconnect(
-                            "frame_too_large",
+                            Reconnect::FrameTooLarge,
                             format!(
                                 "frame of {size} bytes is above relay.max_frame_bytes = {max_size}"
                             ),
                         )
                     }
                     Error::ConnectionClosed | Error::AlreadyClosed => {
-                        End::Reconnect("closed", e.to_string())
+                        End::Reconnect(Reconnect::Closed, e.to_string())
                     }
-                    other => End::Reconnect("io_error", other.to_string()),
+                    other => End::Reconnect(Reconnect::IoError, other.to_string()),
                 };
             }
             Ok(Some(Ok(WsMessage::Binary(b)))) => b,
             Ok(Some(Ok(WsMessage::Close(frame)))) => {
-                return End::Reconnect("closed", format!("close frame {frame:?}"))
+                return End::Reconnect(Reconnect::Closed, format!("close frame {frame:?}"))
             }
             Ok(Some(Ok(_))) => continue, // ping/pong/text: tungstenite answers pings itself
         };
-        let decoded = match firehose::decode(&bytes) {
-            Ok(d) => d,
-            Err(e) => {
-                metrics.skip(e.reason());
-                warn!(reason = e.reason(), error = %e, after_seq = ?cursor, bytes = bytes.len(), "skipping malformed frame");
+        let event = match firehose::decode(&bytes) {
+            Decoded::Event(e) => e,
+            Decoded::Control(control) => {
+                if let Some(end) = on_control(&control, metrics, *cursor) {
+                    return end;
+                }
+                continue;
+            }
+            Decoded::Skipped { seq, error } => {
+                metrics.skip(error.reason());
+                warn!(reason = error.reason().as_str(), error = %error, seq = ?seq, after_seq = ?cursor, bytes = bytes.len(), "skipping malformed frame");
                 continue;
             }
         };
-        if let Some(control) = &decoded.control {
-            if let Some(end) = on_control(control, metrics, *cursor) {
-                return end;
-            }
-            continue;
-        }
-        match on_event(decoded, cursor, metrics) {
+        match on_event(event, cursor, metrics) {
             Some(batch) => {
                 backoff.reset();
                 tokio::select! {
@@ -164,14 +165,10 @@ where
 }
 
 fn on_control(control: &Control, metrics: &Metrics, cursor: Option<i64>) -> Option<End> {
-    let kind = match control {
-        Control::Info { .. } => firehose::Kind::Info,
-        Control::Error { .. } => firehose::Kind::Error,
-    };
     metrics
         .events
         .get_or_create(&crate::metrics::KindLabel {
-            kind: kind.as_str(),
+            kind: control.kind().as_str(),
         })
         .inc();
     match control {
@@ -182,9 +179,9 @@ fn on_control(control: &Control, metrics: &Metrics, cursor: Option<i64>) -> Opti
         }
         Control::Error { error, message } => {
             let reason = match error.as_str() {
-                "FutureCursor" => "future_cursor",
-                "ConsumerTooSlow" => "consumer_too_slow",
-                _ => "relay_error",
+                "FutureCursor" => Reconnect::FutureCursor,
+                "ConsumerTooSlow" => Reconnect::ConsumerTooSlow,
+                _ => Reconnect::RelayError,
             };
             Some(End::Reconnect(
                 reason,
@@ -196,10 +193,10 @@ fn on_control(control: &Control, metrics: &Metrics, cursor: Option<i64>) -> Opti
 
 /// Counts a decoded event and turns it into a batch, or drops it when its seq is not
 /// past the cursor (the relay re-sent something we already have).
-fn on_event(d: Decoded, cursor: &mut Option<i64>, metrics: &Metrics) -> Option<Batch> {
-    let seq = d.seq?;
+fn on_event(d: firehose::Event, cursor: &mut Option<i64>, metrics: &Metrics) -> Option<Batch> {
+    let seq = d.seq;
     if cursor.is_some_and(|c| seq <= c) {
-        metrics.skip("stale_seq");
+        metrics.skip(SkipReason::StaleSeq);
         debug!(seq, cursor = ?cursor, "frame at or below the cursor; dropped");
         return None;
     }
@@ -211,15 +208,13 @@ fn on_event(d: Decoded, cursor: &mut Option<i64>, metrics: &Metrics) -> Option<B
         })
         .inc();
     metrics.relay_seq.set(seq);
-    if let Some(t) = d.time_us {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as i64);
-        metrics.lag_seconds.set((now - t) as f64 / 1e6);
-    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
+    metrics.lag_seconds.set((now - d.time_us) as f64 / 1e6);
     for skip in &d.skipped {
         metrics.skip(skip.reason);
-        warn!(seq, reason = skip.reason, path = %skip.path, "skipping op");
+        warn!(seq, reason = skip.reason.as_str(), path = %skip.path, "skipping op");
     }
     if d.too_big {
         warn!(
@@ -240,7 +235,7 @@ pub struct Backoff {
     min: Duration,
     max: Duration,
     current: Duration,
-    rng: u64,
+    rng: SmallRng,
 }
 
 impl Backoff {
@@ -254,7 +249,7 @@ impl Backoff {
             min,
             max,
             current: min,
-            rng: seed | 1,
+            rng: SmallRng::seed_from_u64(seed),
         }
     }
 
@@ -263,15 +258,10 @@ impl Backoff {
     }
 
     pub fn next_delay(&mut self) -> Duration {
-        // xorshift64*: plenty for jitter.
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        let r = self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d);
         let ceiling = self.current;
         self.current = (self.current * 2).min(self.max);
         let span = ceiling.saturating_sub(self.min / 2).as_millis() as u64;
-        self.min / 2 + Duration::from_millis(r % (span + 1))
+        self.min / 2 + Duration::from_millis(self.rng.random_range(0..=span))
     }
 }
 

@@ -9,13 +9,21 @@ fn contract() -> String {
 #[test]
 fn every_skip_reason_is_documented() {
     let doc = contract();
-    for reason in firehose::SKIP_REASONS
-        .iter()
-        .chain(ingest::metrics::INGEST_SKIP_REASONS)
-    {
+    for reason in firehose::SkipReason::ALL.map(firehose::SkipReason::as_str) {
         assert!(
             doc.contains(&format!("| `{reason}` |")),
             "subjects.md lacks skip reason {reason}"
+        );
+    }
+}
+
+#[test]
+fn every_reconnect_reason_is_documented() {
+    let doc = contract();
+    for reason in ingest::metrics::Reconnect::ALL.map(ingest::metrics::Reconnect::as_str) {
+        assert!(
+            doc.contains(&format!("`{reason}`")),
+            "subjects.md lacks reconnect reason {reason}"
         );
     }
 }

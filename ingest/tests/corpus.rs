@@ -18,8 +18,10 @@ async fn corpus_end_to_end() {
         .frames()
         .iter()
         .map(|f| {
-            let d = firehose::decode(&f.bytes).expect("corpus frame");
-            (d.seq.expect("seq"), d.time_us.expect("time"))
+            let d = firehose::decode(&f.bytes)
+                .into_event()
+                .expect("corpus frame");
+            (d.seq, d.time_us)
         })
         .collect();
     let relay = relay(capture, Default::default()).await;

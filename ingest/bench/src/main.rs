@@ -130,8 +130,8 @@ async fn main() -> anyhow::Result<()> {
     let t = Instant::now();
     let mut decoded_ops = 0u64;
     for f in capture.frames() {
-        if let Ok(d) = firehose::decode(&f.bytes) {
-            decoded_ops += d.messages.len() as u64;
+        if let firehose::Decoded::Event(e) = firehose::decode(&f.bytes) {
+            decoded_ops += e.messages.len() as u64;
         }
     }
     let decode_secs = t.elapsed().as_secs_f64();
@@ -140,9 +140,9 @@ async fn main() -> anyhow::Result<()> {
     let mut skipped = 0u64;
     for f in capture.frames() {
         match firehose::decode(&f.bytes) {
-            Ok(d) => {
+            firehose::Decoded::Event(d) => {
                 skipped += d.skipped.len() as u64;
-                let seq = d.seq.unwrap_or_default().to_string();
+                let seq = d.seq.to_string();
                 for m in d.messages {
                     msgs.push(Msg {
                         subject: m.subject.into(),
@@ -152,7 +152,8 @@ async fn main() -> anyhow::Result<()> {
                     });
                 }
             }
-            Err(_) => skipped += 1,
+            firehose::Decoded::Skipped { .. } => skipped += 1,
+            firehose::Decoded::Control(_) => {}
         }
     }
     // The stream keeps one message per Nats-Msg-Id: a repeated id is dropped by the
@@ -269,12 +270,12 @@ async fn ceiling(msgs: &[Msg], expected: u64, window: usize) -> anyhow::Result<C
     let nats_pid = nats_pid(&nats);
     let defaults = ingest::config::Config::default();
     let client = async_nats::connect(nats.url()).await?;
-    // The ingestor's context settings (ingest::run), so only the publishing code differs.
-    let js = jetstream::ContextBuilder::new()
-        .timeout(defaults.publish.ack_timeout)
-        .max_ack_inflight(window + firehose::MAX_OPS)
-        .backpressure_on_inflight(true)
-        .build(client.clone());
+    // The ingestor's own context (ingest::run), so only the publishing code differs.
+    let publish = ingest::config::Publish {
+        window,
+        ..defaults.publish.clone()
+    };
+    let js = ingest::publish::context(client.clone(), &publish);
     let mut cfg = ingest::stream::stream_config(&defaults.stream);
     cfg.name = CEILING_STREAM.into();
     let mut stream = js

@@ -1,33 +1,99 @@
-//! Zero-copy reader for the CAR slice carried in a commit's `blocks` field.
+//! CARv1 (content-addressed archive): the one CAR reader and writer of the workspace.
 //!
-//! Why not iroh-car here: its reader is async over tokio's `AsyncRead` and copies every
-//! block into a fresh `Vec`. The decoder benchmark (`benches/decode.rs`, `car/iroh-car`
-//! against `car/slice`) measured it 9.4x slower than this walk on the real commits,
-//! about 0.6x of the whole per-frame decode: it would add roughly half to decode time. A commit's CAR is already in memory, so we only need to walk it: blocks are
-//! returned as sub-slices of the frame, nothing is allocated but the index. iroh-car stays
-//! the tool for whole CAR files (the staging synthesizer).
+//! Layout: `varint(header_len) header(DAG-CBOR {roots, version: 1}) { varint(len) cid data }*`.
 //!
-//! Layout: `varint(header_len) header(DAG-CBOR {roots, version}) { varint(len) cid data }*`.
+//! Two ways in, one walk ([`sections`]):
+//! - [`Blocks::parse`], on the decoder's hot path: a commit's `blocks` slice, indexed for
+//!   lookup by CID. The header is skipped by its length (ops name their records by CID, so
+//!   the roots are not needed); blocks are sub-slices of the frame, nothing is copied.
+//! - [`read`], for whole files (a repository export): the header is decoded and checked
+//!   (`version` 1, `roots` are CIDs), blocks come back in file order.
+//!
+//! Why not iroh-car on the hot path: its reader is async over tokio's `AsyncRead` and copies
+//! every block into a fresh `Vec`. The decoder benchmark (`ingest/bench/benches/decode.rs`,
+//! `car/iroh-car` against `car/slice`) measured it 9.4x slower than this walk on the real
+//! commits, which would add roughly half to decode time.
 
-use crate::cid::cid_len;
-use sha2::{Digest, Sha256};
+use crate::cid::{cid_len, CidRef};
+use crate::{cbor, varint};
+use serde::Deserialize;
 
-/// What went wrong while walking a CAR slice; the frame is skipped.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+/// What went wrong while walking a CAR; a frame carrying it is skipped.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum CarError {
+    /// A length points past the end of the data.
     #[error("CAR truncated at byte {0}")]
     Truncated(usize),
+    /// A varint is malformed.
     #[error("CAR varint malformed at byte {0}")]
     Varint(usize),
+    /// A block does not start with a CID.
     #[error("CAR block at byte {0} has a malformed CID")]
     Cid(usize),
+    /// The header is not `{roots: [CID…], version: 1}`.
+    #[error("CAR header: {0}")]
+    Header(String),
 }
 
-/// One block: its CID bytes and its data, both borrowed from the frame.
+/// One block: its CID bytes and its data, both borrowed from the CAR.
 #[derive(Debug, Clone, Copy)]
 pub struct Block<'a> {
+    /// The CID, binary.
     pub cid: &'a [u8],
+    /// The block's bytes.
     pub data: &'a [u8],
+}
+
+/// Walks the sections after the header: (header bytes, blocks in file order).
+pub fn sections(car: &[u8]) -> Result<(&[u8], Vec<Block<'_>>), CarError> {
+    let mut pos = 0;
+    let header_len = varint::read(car, &mut pos).ok_or(CarError::Varint(0))?;
+    let header_end =
+        cbor::checked_end(car, pos, header_len).map_err(|_| CarError::Truncated(pos))?;
+    let header = &car[pos..header_end];
+    pos = header_end;
+    let mut blocks = Vec::new();
+    while pos < car.len() {
+        let start = pos;
+        let len = varint::read(car, &mut pos).ok_or(CarError::Varint(start))?;
+        let end = cbor::checked_end(car, pos, len).map_err(|_| CarError::Truncated(pos))?;
+        let section = &car[pos..end];
+        let cid_len = cid_len(section).ok_or(CarError::Cid(start))?;
+        let (cid, data) = section.split_at(cid_len);
+        blocks.push(Block { cid, data });
+        pos = end;
+    }
+    Ok((header, blocks))
+}
+
+/// A whole CAR: its roots and its blocks in file order.
+#[derive(Debug)]
+pub struct Car<'a> {
+    /// The root CIDs, binary.
+    pub roots: Vec<&'a [u8]>,
+    /// Every block.
+    pub blocks: Vec<Block<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Header<'a> {
+    #[serde(borrow)]
+    roots: Vec<CidRef<'a>>,
+    version: u64,
+}
+
+/// Reads a whole CAR, checking its header.
+pub fn read(car: &[u8]) -> Result<Car<'_>, CarError> {
+    let (header, blocks) = sections(car)?;
+    let h: Header =
+        serde_ipld_dagcbor::from_slice(header).map_err(|e| CarError::Header(e.to_string()))?;
+    if h.version != 1 {
+        return Err(CarError::Header(format!("version {}", h.version)));
+    }
+    Ok(Car {
+        roots: h.roots.into_iter().map(|c| c.0).collect(),
+        blocks,
+    })
 }
 
 /// Blocks of one CAR slice, indexed for lookup by CID.
@@ -41,23 +107,9 @@ pub struct Blocks<'a> {
 const LINEAR_MAX: usize = 24;
 
 impl<'a> Blocks<'a> {
-    /// Walks the whole slice once; the header is checked for shape only (the roots are
-    /// not needed: ops name their records by CID).
+    /// Walks the whole slice once (see the module docs: the header is skipped).
     pub fn parse(car: &'a [u8]) -> Result<Self, CarError> {
-        let mut pos = 0;
-        let header_len = read_varint(car, &mut pos)?;
-        pos = advance(car, pos, header_len)?;
-        let mut blocks = Vec::new();
-        while pos < car.len() {
-            let start = pos;
-            let len = read_varint(car, &mut pos)?;
-            let end = advance(car, pos, len)?;
-            let section = &car[pos..end];
-            let cid_len = cid_len(section).ok_or(CarError::Cid(start))?;
-            let (cid, data) = section.split_at(cid_len);
-            blocks.push(Block { cid, data });
-            pos = end;
-        }
+        let (_header, blocks) = sections(car)?;
         let mut this = Blocks {
             blocks,
             sorted: false,
@@ -69,10 +121,12 @@ impl<'a> Blocks<'a> {
         Ok(this)
     }
 
+    /// Number of blocks.
     pub fn len(&self) -> usize {
         self.blocks.len()
     }
 
+    /// No blocks at all.
     pub fn is_empty(&self) -> bool {
         self.blocks.is_empty()
     }
@@ -90,46 +144,66 @@ impl<'a> Blocks<'a> {
     }
 }
 
-/// Whether `data` hashes to the digest named by `cid` (CIDv1 or v0, sha2-256 only).
-pub fn verify(cid: &[u8], data: &[u8]) -> Result<(), VerifyError> {
-    let mh = crate::cid::multihash(cid).ok_or(VerifyError::Unsupported)?;
-    if mh.code != 0x12 || mh.digest.len() != 32 {
-        return Err(VerifyError::Unsupported);
+/// Appends a CAR header `{roots, version: 1}` (with its varint length).
+pub fn write_header(out: &mut Vec<u8>, roots: &[&[u8]]) {
+    let mut h = Vec::with_capacity(24 + roots.len() * 42);
+    cbor::write_head(&mut h, 5, 2); // map of 2, keys in canonical order
+    cbor::write_head(&mut h, 3, 5);
+    h.extend_from_slice(b"roots");
+    cbor::write_head(&mut h, 4, roots.len() as u64);
+    for cid in roots {
+        cbor::write_head(&mut h, 6, 42);
+        cbor::write_head(&mut h, 2, cid.len() as u64 + 1);
+        h.push(0); // the multibase "identity" prefix DAG-CBOR puts before a CID
+        h.extend_from_slice(cid);
     }
-    if Sha256::digest(data).as_slice() == mh.digest {
-        Ok(())
-    } else {
-        Err(VerifyError::Mismatch)
-    }
+    cbor::write_head(&mut h, 3, 7);
+    h.extend_from_slice(b"version");
+    cbor::write_head(&mut h, 0, 1);
+    varint::write(out, h.len() as u64);
+    out.extend_from_slice(&h);
 }
 
-#[derive(Debug, PartialEq, Eq)]
-pub enum VerifyError {
-    /// The block's bytes do not hash to its CID.
-    Mismatch,
-    /// A hash function other than sha2-256.
-    Unsupported,
+/// Appends one block section `[varint len][cid][data]`.
+pub fn write_block(out: &mut Vec<u8>, cid: &[u8], data: &[u8]) {
+    varint::write(out, (cid.len() + data.len()) as u64);
+    out.extend_from_slice(cid);
+    out.extend_from_slice(data);
 }
 
-/// Reads an unsigned LEB128 varint (at most 9 bytes, as multiformats allows).
-pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Result<usize, CarError> {
-    let start = *pos;
-    let mut value: u64 = 0;
-    for i in 0..9 {
-        let byte = *buf.get(*pos).ok_or(CarError::Truncated(*pos))?;
-        *pos += 1;
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return usize::try_from(value).map_err(|_| CarError::Varint(start));
-        }
-    }
-    Err(CarError::Varint(start))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cid::dag_cbor_cid;
 
-fn advance(buf: &[u8], pos: usize, len: usize) -> Result<usize, CarError> {
-    let end = pos.checked_add(len).ok_or(CarError::Truncated(pos))?;
-    if end > buf.len() {
-        return Err(CarError::Truncated(pos));
+    #[test]
+    fn written_cars_read_back() {
+        let a = b"\xa1\x61a\x01".to_vec();
+        let b = b"\xa1\x61b\x02".to_vec();
+        let (ca, cb) = (dag_cbor_cid(&a), dag_cbor_cid(&b));
+        let mut car = Vec::new();
+        write_header(&mut car, &[&ca[..]]);
+        write_block(&mut car, &ca, &a);
+        write_block(&mut car, &cb, &b);
+        let read = read(&car).expect("reads");
+        assert_eq!(read.roots, vec![&ca[..]]);
+        assert_eq!(read.blocks.len(), 2);
+        assert_eq!((read.blocks[1].cid, read.blocks[1].data), (&cb[..], &b[..]));
+        let index = Blocks::parse(&car).expect("parses");
+        assert_eq!(index.get(&ca), Some(&a[..]));
+        assert_eq!(index.get(&[1, 2, 3]), None);
+        assert!(matches!(
+            Blocks::parse(&car[..car.len() - 1]),
+            Err(CarError::Truncated(_))
+        ));
     }
-    Ok(end)
+
+    #[test]
+    fn the_header_is_checked_by_read_only() {
+        let mut car = Vec::new();
+        varint::write(&mut car, 1);
+        car.push(0xa0); // {}: no roots, no version
+        assert!(Blocks::parse(&car).is_ok());
+        assert!(matches!(read(&car), Err(CarError::Header(_))));
+    }
 }

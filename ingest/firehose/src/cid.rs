@@ -1,9 +1,18 @@
-//! Binary CIDs: measuring, splitting and printing them without allocating a `Cid` value.
+//! Binary CIDs: measuring, checking, computing and printing them without allocating a
+//! `Cid` value. The one CID check ([`verify`]) and the one base32 table of the workspace.
 //!
 //! atproto uses CIDv1 (`dag-cbor` 0x71 or `raw` 0x55, sha2-256), printed as base32
 //! multibase (`b…`); CIDv0 (`Qm…`, base58btc) is accepted for completeness.
 
+use crate::varint;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use std::io::Write;
+
+/// Multicodec of DAG-CBOR.
+pub const DAG_CBOR: u64 = 0x71;
+/// Multihash code of sha2-256.
+pub const SHA2_256: u64 = 0x12;
 
 /// A multihash inside a CID.
 pub struct Multihash<'a> {
@@ -17,13 +26,13 @@ pub fn cid_len(buf: &[u8]) -> Option<usize> {
         return Some(34);
     }
     let mut pos = 0;
-    let version = varint(buf, &mut pos)?;
+    let version = varint::read(buf, &mut pos)?;
     if version != 1 {
         return None;
     }
-    let _codec = varint(buf, &mut pos)?;
-    let _code = varint(buf, &mut pos)?;
-    let len = usize::try_from(varint(buf, &mut pos)?).ok()?;
+    let _codec = varint::read(buf, &mut pos)?;
+    let _code = varint::read(buf, &mut pos)?;
+    let len = usize::try_from(varint::read(buf, &mut pos)?).ok()?;
     let end = pos.checked_add(len)?;
     (end <= buf.len()).then_some(end)
 }
@@ -37,12 +46,12 @@ pub fn multihash(cid: &[u8]) -> Option<Multihash<'_>> {
         });
     }
     let mut pos = 0;
-    if varint(cid, &mut pos)? != 1 {
+    if varint::read(cid, &mut pos)? != 1 {
         return None;
     }
-    varint(cid, &mut pos)?;
-    let code = varint(cid, &mut pos)?;
-    let len = usize::try_from(varint(cid, &mut pos)?).ok()?;
+    varint::read(cid, &mut pos)?;
+    let code = varint::read(cid, &mut pos)?;
+    let len = usize::try_from(varint::read(cid, &mut pos)?).ok()?;
     let digest = cid.get(pos..)?;
     (digest.len() == len).then_some(Multihash { code, digest })
 }
@@ -66,8 +75,8 @@ pub fn to_string(cid: &[u8]) -> String {
 
 const BASE32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 
-/// RFC 4648 base32, lowercase, no padding.
-fn write_base32(out: &mut Vec<u8>, data: &[u8]) {
+/// RFC 4648 base32, lowercase, no padding (multibase `b` without the prefix).
+pub fn write_base32(out: &mut Vec<u8>, data: &[u8]) {
     let mut acc: u64 = 0;
     let mut bits = 0u32;
     for &b in data {
@@ -104,17 +113,70 @@ fn write_base58(out: &mut Vec<u8>, data: &[u8]) {
     out.extend(digits.iter().rev().map(|d| BASE58[*d as usize]));
 }
 
-fn varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut value: u64 = 0;
-    for i in 0..9 {
-        let byte = *buf.get(*pos)?;
-        *pos += 1;
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some(value);
-        }
+/// The binary CIDv1 (dag-cbor, sha2-256) of a DAG-CBOR block: `01 71 12 20` + digest.
+pub fn dag_cbor_cid(block: &[u8]) -> [u8; 36] {
+    let mut out = [0u8; 36];
+    out[..4].copy_from_slice(&[0x01, DAG_CBOR as u8, SHA2_256 as u8, 0x20]);
+    out[4..].copy_from_slice(&Sha256::digest(block));
+    out
+}
+
+/// Why a block does not match its CID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyError {
+    /// The block's bytes do not hash to its CID.
+    Mismatch,
+    /// A hash function other than sha2-256 (or not a CID at all).
+    Unsupported,
+}
+
+/// Whether `data` hashes to the digest named by `cid` (CIDv1 or v0, sha2-256 only).
+pub fn verify(cid: &[u8], data: &[u8]) -> Result<(), VerifyError> {
+    let mh = multihash(cid).ok_or(VerifyError::Unsupported)?;
+    if mh.code != SHA2_256 || mh.digest.len() != 32 {
+        return Err(VerifyError::Unsupported);
     }
-    None
+    if Sha256::digest(data).as_slice() == mh.digest {
+        Ok(())
+    } else {
+        Err(VerifyError::Mismatch)
+    }
+}
+
+/// A CID link (DAG-CBOR tag 42) as its raw bytes, borrowed from the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CidRef<'a>(pub &'a [u8]);
+
+impl<'de: 'a, 'a> Deserialize<'de> for CidRef<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = CidRef<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a CID")
+            }
+            fn visit_newtype_struct<D: serde::Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> Result<Self::Value, D::Error> {
+                d.deserialize_bytes(self)
+            }
+            fn visit_borrowed_bytes<E: serde::de::Error>(
+                self,
+                v: &'de [u8],
+            ) -> Result<Self::Value, E> {
+                if cid_len(v) == Some(v.len()) {
+                    Ok(CidRef(v))
+                } else {
+                    Err(E::custom("malformed CID"))
+                }
+            }
+        }
+        d.deserialize_newtype_struct(
+            "$__private__serde__identifier__for__cid",
+            V(std::marker::PhantomData),
+        )
+    }
 }
 
 #[cfg(test)]
@@ -129,9 +191,9 @@ mod tests {
                 .join("../fixtures/shrike-fixtures/record_like.cbor"),
         )
         .expect("fixture");
-        use sha2::Digest;
-        let mut cid = vec![0x01, 0x71, 0x12, 0x20];
-        cid.extend_from_slice(&sha2::Sha256::digest(&data));
+        let cid = dag_cbor_cid(&data).to_vec();
+        assert_eq!(verify(&cid, &data), Ok(()));
+        assert_eq!(verify(&cid, b"other"), Err(VerifyError::Mismatch));
         assert_eq!(cid_len(&cid), Some(36));
         assert_eq!(
             to_string(&cid),

@@ -11,18 +11,26 @@
 //! slice of a commit is walked once (zero-copy, [`car`]), every record block is checked
 //! against its CID and transcoded to JSON once ([`json`]), straight into the payload.
 //!
-//! Errors say what the caller does: a [`FrameError`] means *skip this frame and count it
-//! under [`FrameError::reason`]*; a [`Skip`] inside [`Decoded::skipped`] means one op was
-//! skipped and the rest of the frame is good. Neither ever means *stop*.
+//! [`decode`] says what the caller does with each frame ([`Decoded`]): publish an
+//! [`Event`]'s messages, act on a [`Control`] frame, or skip a frame and count it under its
+//! [`SkipReason`]. A [`Skip`] inside [`Event::skipped`] means one op was skipped and the
+//! rest of the frame is good. Nothing here ever means *stop*.
+//!
+//! The wire primitives every crate of the workspace uses live here, once: [`varint`],
+//! [`cbor`] (item heads), [`cid`] (CID check, base32) and [`car`] (CAR read and write).
+//! Tests against real frames and production Jetstream's output live with the fixtures, in
+//! `ingest/staging/tests/decoder_*.rs`; the criterion bench in `ingest/bench/benches`.
 //!
 //! The contract (subjects, ids, payload shapes) is written down in `subjects.md` at the
 //! root of the repository; `tests/contract.rs` keeps the two in step.
 
 pub mod car;
+pub mod cbor;
 pub mod cid;
 pub mod json;
 pub mod syntax;
 mod time;
+pub mod varint;
 
 use serde::Deserialize;
 
@@ -38,24 +46,102 @@ pub const MAX_BLOCKS_BYTES: usize = 2_000_000;
 pub const MAX_OPS: usize = 200;
 
 /// Every reason a frame or an op can be skipped for: a closed set, for metric labels.
-pub const SKIP_REASONS: &[&str] = &[
-    "truncated",
-    "malformed_cbor",
-    "unknown_type",
-    "unknown_op",
-    "bad_car",
-    "bad_time",
-    "bad_did",
-    "bad_path",
-    "invalid_collection",
-    "invalid_rkey",
-    "unknown_action",
-    "missing_cid",
-    "missing_block",
-    "cid_mismatch",
-    "unsupported_cid",
-    "bad_record",
-];
+/// The decoder gives the first sixteen; the ingestor adds the last three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SkipReason {
+    /// Frame: DAG-CBOR ends early.
+    Truncated,
+    /// Frame: not canonical DAG-CBOR, or a required field missing or of the wrong type.
+    MalformedCbor,
+    /// Frame: header `t` this version does not know.
+    UnknownType,
+    /// Frame: header `op` other than 1 or -1.
+    UnknownOp,
+    /// Frame: the commit's `blocks` is not a CAR.
+    BadCar,
+    /// Frame: `time` is not an RFC 3339 datetime.
+    BadTime,
+    /// Frame: `repo`/`did` is not a DID.
+    BadDid,
+    /// Frame: more ops than the protocol's [`MAX_OPS`].
+    TooManyOps,
+    /// Op: path is not `collection/rkey`.
+    BadPath,
+    /// Op: collection is not an NSID.
+    InvalidCollection,
+    /// Op: record key syntax.
+    InvalidRkey,
+    /// Op: action other than create/update/delete.
+    UnknownAction,
+    /// Op: create/update without a CID.
+    MissingCid,
+    /// Op: the record's block is not in the CAR (and the commit is not tooBig).
+    MissingBlock,
+    /// Op: the block does not hash to its CID.
+    CidMismatch,
+    /// Op: a hash other than sha2-256.
+    UnsupportedCid,
+    /// Op: the record block is not DAG-CBOR.
+    BadRecord,
+    /// Frame (ingestor): above `relay.max_frame_bytes`.
+    FrameTooLarge,
+    /// Frame (ingestor): seq not above the last one read.
+    StaleSeq,
+    /// Op (ingestor): the message is above the server's `max_payload`.
+    TooLargeForNats,
+}
+
+impl SkipReason {
+    /// Every reason, for pre-registering metric series.
+    pub const ALL: [SkipReason; 20] = [
+        SkipReason::Truncated,
+        SkipReason::MalformedCbor,
+        SkipReason::UnknownType,
+        SkipReason::UnknownOp,
+        SkipReason::BadCar,
+        SkipReason::BadTime,
+        SkipReason::BadDid,
+        SkipReason::TooManyOps,
+        SkipReason::BadPath,
+        SkipReason::InvalidCollection,
+        SkipReason::InvalidRkey,
+        SkipReason::UnknownAction,
+        SkipReason::MissingCid,
+        SkipReason::MissingBlock,
+        SkipReason::CidMismatch,
+        SkipReason::UnsupportedCid,
+        SkipReason::BadRecord,
+        SkipReason::FrameTooLarge,
+        SkipReason::StaleSeq,
+        SkipReason::TooLargeForNats,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Truncated => "truncated",
+            SkipReason::MalformedCbor => "malformed_cbor",
+            SkipReason::UnknownType => "unknown_type",
+            SkipReason::UnknownOp => "unknown_op",
+            SkipReason::BadCar => "bad_car",
+            SkipReason::BadTime => "bad_time",
+            SkipReason::BadDid => "bad_did",
+            SkipReason::TooManyOps => "too_many_ops",
+            SkipReason::BadPath => "bad_path",
+            SkipReason::InvalidCollection => "invalid_collection",
+            SkipReason::InvalidRkey => "invalid_rkey",
+            SkipReason::UnknownAction => "unknown_action",
+            SkipReason::MissingCid => "missing_cid",
+            SkipReason::MissingBlock => "missing_block",
+            SkipReason::CidMismatch => "cid_mismatch",
+            SkipReason::UnsupportedCid => "unsupported_cid",
+            SkipReason::BadRecord => "bad_record",
+            SkipReason::FrameTooLarge => "frame_too_large",
+            SkipReason::StaleSeq => "stale_seq",
+            SkipReason::TooLargeForNats => "too_large_for_nats",
+        }
+    }
+}
 
 /// The kind of a frame, from its header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +155,7 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind, for pre-registering metric series.
     pub const ALL: [Kind; 6] = [
         Kind::Commit,
         Kind::Sync,
@@ -77,6 +164,8 @@ impl Kind {
         Kind::Info,
         Kind::Error,
     ];
+
+    /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Commit => "commit",
@@ -101,6 +190,17 @@ pub enum Action {
 }
 
 impl Action {
+    /// Every action, for pre-registering metric series.
+    pub const ALL: [Action; 6] = [
+        Action::Create,
+        Action::Update,
+        Action::Delete,
+        Action::Identity,
+        Action::Account,
+        Action::Sync,
+    ];
+
+    /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Create => "create",
@@ -138,6 +238,16 @@ impl Message {
     }
 }
 
+impl Control {
+    /// `Kind::Info` or `Kind::Error`.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Control::Info { .. } => Kind::Info,
+            Control::Error { .. } => Kind::Error,
+        }
+    }
+}
+
 /// A control message from the relay: not published, acted on by the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
@@ -156,29 +266,74 @@ pub enum Control {
 /// One op skipped inside an otherwise good frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skip {
-    /// One of [`SKIP_REASONS`].
-    pub reason: &'static str,
+    /// Why.
+    pub reason: SkipReason,
+    /// The op's `collection/rkey`.
     pub path: String,
 }
 
-/// A decoded frame.
+/// What one frame is, and so what the caller does with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decoded {
+pub enum Decoded {
+    /// An event of the network: publish its messages.
+    Event(Event),
+    /// A control frame (`#info`, error): about the connection, never published.
+    Control(Control),
+    /// A frame that cannot be used: skip it and count it under `error.reason()`.
+    Skipped {
+        /// The frame's relay seq, when it could still be read.
+        seq: Option<i64>,
+        /// What is wrong with it.
+        error: FrameError,
+    },
+}
+
+impl Decoded {
+    /// The event, if this frame is one.
+    pub fn into_event(self) -> Option<Event> {
+        match self {
+            Decoded::Event(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The control message, if this frame is one.
+    pub fn into_control(self) -> Option<Control> {
+        match self {
+            Decoded::Control(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Why the frame is skipped, if it is.
+    pub fn into_skipped(self) -> Option<FrameError> {
+        match self {
+            Decoded::Skipped { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// A `#commit`, `#identity`, `#account` or `#sync` frame, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Which of the four.
     pub kind: Kind,
-    /// The relay's sequence number (absent on `#info` and error frames).
-    pub seq: Option<i64>,
+    /// The relay's sequence number.
+    pub seq: i64,
     /// The event's own time, in microseconds since the Unix epoch.
-    pub time_us: Option<i64>,
+    pub time_us: i64,
+    /// One message per op (commits) or one message (the others), in op order.
     pub messages: Vec<Message>,
+    /// Ops left out, with their reasons.
     pub skipped: Vec<Skip>,
-    pub control: Option<Control>,
     /// A pre-Sync-1.1 `tooBig` commit: ops published without records.
     pub too_big: bool,
 }
 
 /// Why a whole frame was skipped. The caller counts it under [`FrameError::reason`],
 /// logs it with the frame's position, and goes on with the next frame.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum FrameError {
     #[error("frame truncated: {0}")]
     Truncated(String),
@@ -194,19 +349,22 @@ pub enum FrameError {
     Time(String),
     #[error("malformed DID {0:?}")]
     Did(String),
+    #[error("commit with {0} ops, above the protocol's {MAX_OPS}")]
+    TooManyOps(usize),
 }
 
 impl FrameError {
-    /// The metric label for this error, one of [`SKIP_REASONS`].
-    pub fn reason(&self) -> &'static str {
+    /// The reason this frame is counted under.
+    pub fn reason(&self) -> SkipReason {
         match self {
-            FrameError::Truncated(_) => "truncated",
-            FrameError::Cbor(_) => "malformed_cbor",
-            FrameError::UnknownType(_) => "unknown_type",
-            FrameError::UnknownOp(_) => "unknown_op",
-            FrameError::Car(_) => "bad_car",
-            FrameError::Time(_) => "bad_time",
-            FrameError::Did(_) => "bad_did",
+            FrameError::Truncated(_) => SkipReason::Truncated,
+            FrameError::Cbor(_) => SkipReason::MalformedCbor,
+            FrameError::UnknownType(_) => SkipReason::UnknownType,
+            FrameError::UnknownOp(_) => SkipReason::UnknownOp,
+            FrameError::Car(_) => SkipReason::BadCar,
+            FrameError::Time(_) => SkipReason::BadTime,
+            FrameError::Did(_) => SkipReason::BadDid,
+            FrameError::TooManyOps(_) => SkipReason::TooManyOps,
         }
     }
 }
@@ -229,41 +387,7 @@ struct Header<'a> {
     t: Option<&'a str>,
 }
 
-/// A CID as its raw bytes, borrowed from the frame.
-#[derive(Debug, Clone, Copy)]
-struct CidRef<'a>(&'a [u8]);
-
-impl<'de: 'a, 'a> Deserialize<'de> for CidRef<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
-            type Value = CidRef<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a CID")
-            }
-            fn visit_newtype_struct<D: serde::Deserializer<'de>>(
-                self,
-                d: D,
-            ) -> Result<Self::Value, D::Error> {
-                d.deserialize_bytes(self)
-            }
-            fn visit_borrowed_bytes<E: serde::de::Error>(
-                self,
-                v: &'de [u8],
-            ) -> Result<Self::Value, E> {
-                if cid::cid_len(v) == Some(v.len()) {
-                    Ok(CidRef(v))
-                } else {
-                    Err(E::custom("malformed CID"))
-                }
-            }
-        }
-        d.deserialize_newtype_struct(
-            "$__private__serde__identifier__for__cid",
-            V(std::marker::PhantomData),
-        )
-    }
-}
+use cid::CidRef;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -324,33 +448,47 @@ struct ErrorBody {
 }
 
 /// Decodes one frame into messages ready to publish.
-pub fn decode(frame: &[u8]) -> Result<Decoded, FrameError> {
+pub fn decode(frame: &[u8]) -> Decoded {
+    match decode_frame(frame) {
+        Ok(d) => d,
+        Err(error) => Decoded::Skipped {
+            seq: seq_of(frame),
+            error,
+        },
+    }
+}
+
+/// The body's `seq` of a frame that could not be decoded, when it can still be read.
+fn seq_of(frame: &[u8]) -> Option<i64> {
+    #[derive(Deserialize)]
+    struct Seq {
+        seq: i64,
+    }
+    let body = frame.get(cbor::item_end(frame, 0).ok()?..)?;
+    from_body::<Seq>(body).ok().map(|s| s.seq)
+}
+
+fn decode_frame(frame: &[u8]) -> Result<Decoded, FrameError> {
     let mut de = serde_ipld_dagcbor::de::Deserializer::from_slice(frame);
     let header = Header::deserialize(&mut de)?;
-    let header_len = value_len(frame).ok_or_else(|| FrameError::Truncated("header".into()))?;
+    let header_len = cbor::item_end(frame, 0).map_err(|e| FrameError::Truncated(e.to_string()))?;
     let body = &frame[header_len..];
     match (header.op, header.t) {
         (1, Some("#commit")) => decode_commit(body),
         (1, Some(t @ ("#identity" | "#account" | "#sync"))) => decode_event(t, body),
         (1, Some("#info")) => {
             let b: InfoBody = from_body(body)?;
-            Ok(control(
-                Kind::Info,
-                Control::Info {
-                    name: b.name,
-                    message: b.message,
-                },
-            ))
+            Ok(Decoded::Control(Control::Info {
+                name: b.name,
+                message: b.message,
+            }))
         }
         (-1, _) => {
             let b: ErrorBody = from_body(body)?;
-            Ok(control(
-                Kind::Error,
-                Control::Error {
-                    error: b.error,
-                    message: b.message,
-                },
-            ))
+            Ok(Decoded::Control(Control::Error {
+                error: b.error,
+                message: b.message,
+            }))
         }
         (1, t) => Err(FrameError::UnknownType(t.unwrap_or("").to_string())),
         (op, _) => Err(FrameError::UnknownOp(op)),
@@ -362,18 +500,6 @@ fn from_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, FrameError> {
     let value = T::deserialize(&mut de)?;
     de.end()?;
     Ok(value)
-}
-
-fn control(kind: Kind, c: Control) -> Decoded {
-    Decoded {
-        kind,
-        seq: None,
-        time_us: None,
-        messages: Vec::new(),
-        skipped: Vec::new(),
-        control: Some(c),
-        too_big: false,
-    }
 }
 
 fn event_time(time: &str) -> Result<i64, FrameError> {
@@ -430,10 +556,10 @@ fn decode_event(t: &str, body: &[u8]) -> Result<Decoded, FrameError> {
     open_envelope(&mut payload, head.did, time_us, kind.as_str());
     json::transcode(body, &mut payload).map_err(FrameError::Cbor)?;
     payload.push(b'}');
-    Ok(Decoded {
+    Ok(Decoded::Event(Event {
         kind,
-        seq: Some(head.seq),
-        time_us: Some(time_us),
+        seq: head.seq,
+        time_us,
         messages: vec![Message {
             subject: format!("{SUBJECT_PREFIX}.{}", kind.as_str()),
             msg_id,
@@ -441,13 +567,15 @@ fn decode_event(t: &str, body: &[u8]) -> Result<Decoded, FrameError> {
             action,
         }],
         skipped: Vec::new(),
-        control: None,
         too_big: false,
-    })
+    }))
 }
 
 fn decode_commit(body: &[u8]) -> Result<Decoded, FrameError> {
     let c: CommitBody = from_body(body)?;
+    if c.ops.len() > MAX_OPS {
+        return Err(FrameError::TooManyOps(c.ops.len()));
+    }
     check_did(c.repo)?;
     let time_us = event_time(c.time)?;
     let blocks = if c.blocks.is_empty() {
@@ -466,15 +594,14 @@ fn decode_commit(body: &[u8]) -> Result<Decoded, FrameError> {
             }),
         }
     }
-    Ok(Decoded {
+    Ok(Decoded::Event(Event {
         kind: Kind::Commit,
-        seq: Some(c.seq),
-        time_us: Some(time_us),
+        seq: c.seq,
+        time_us,
         messages,
         skipped,
-        control: None,
         too_big: c.too_big,
-    })
+    }))
 }
 
 /// One record op → one message, or the reason it is skipped.
@@ -483,32 +610,32 @@ fn commit_op(
     op: &RepoOp,
     blocks: &car::Blocks,
     time_us: i64,
-) -> Result<Message, &'static str> {
-    let (collection, rkey) = op.path.split_once('/').ok_or("bad_path")?;
-    let collection = syntax::Nsid::parse(collection).ok_or("invalid_collection")?;
+) -> Result<Message, SkipReason> {
+    let (collection, rkey) = op.path.split_once('/').ok_or(SkipReason::BadPath)?;
+    let collection = syntax::Nsid::parse(collection).ok_or(SkipReason::InvalidCollection)?;
     if !syntax::is_record_key(rkey) {
-        return Err("invalid_rkey");
+        return Err(SkipReason::InvalidRkey);
     }
     let action = match op.action {
         "create" => Action::Create,
         "update" => Action::Update,
         "delete" => Action::Delete,
-        _ => return Err("unknown_action"),
+        _ => return Err(SkipReason::UnknownAction),
     };
     let record = match action {
         Action::Delete => None,
         _ => {
-            let cid = op.cid.ok_or("missing_cid")?;
+            let cid = op.cid.ok_or(SkipReason::MissingCid)?;
             match blocks.get(cid.0) {
                 Some(data) => {
-                    car::verify(cid.0, data).map_err(|e| match e {
-                        car::VerifyError::Mismatch => "cid_mismatch",
-                        car::VerifyError::Unsupported => "unsupported_cid",
+                    cid::verify(cid.0, data).map_err(|e| match e {
+                        cid::VerifyError::Mismatch => SkipReason::CidMismatch,
+                        cid::VerifyError::Unsupported => SkipReason::UnsupportedCid,
                     })?;
                     Some((cid, Some(data)))
                 }
                 None if c.too_big => Some((cid, None)),
-                None => return Err("missing_block"),
+                None => return Err(SkipReason::MissingBlock),
             }
         }
     };
@@ -529,7 +656,7 @@ fn commit_op(
         match data {
             Some(data) => {
                 p.extend_from_slice(b",\"record\":");
-                json::transcode(data, &mut p).map_err(|_| "bad_record")?;
+                json::transcode(data, &mut p).map_err(|_| SkipReason::BadRecord)?;
             }
             None => p.extend_from_slice(b",\"tooBig\":true"),
         }
@@ -547,52 +674,15 @@ fn commit_op(
     })
 }
 
-/// Length of the DAG-CBOR value at the start of `buf` (heads only: nothing is decoded).
-fn value_len(buf: &[u8]) -> Option<usize> {
-    let mut pos = 0;
-    let mut pending: u64 = 1;
-    while pending > 0 {
-        pending -= 1;
-        let head = *buf.get(pos)?;
-        pos += 1;
-        let (major, info) = (head >> 5, head & 0x1f);
-        let arg = match info {
-            0..=23 => u64::from(info),
-            24..=27 => {
-                let n = 1usize << (info - 24);
-                let bytes = buf.get(pos..pos.checked_add(n)?)?;
-                pos += n;
-                bytes.iter().fold(0u64, |a, b| (a << 8) | u64::from(*b))
-            }
-            _ => return None,
-        };
-        match major {
-            0 | 1 | 7 => {}
-            2 | 3 => pos = pos.checked_add(usize::try_from(arg).ok()?)?,
-            4 => pending = pending.checked_add(arg)?,
-            5 => pending = pending.checked_add(arg.checked_mul(2)?)?,
-            6 => pending += 1,
-            _ => return None,
-        }
-        if pos > buf.len() {
-            return None;
-        }
-    }
-    Some(pos)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn value_len_of_a_header() {
-        // {"t":"#commit","op":1} then junk
-        let mut buf = vec![0xa2, 0x61, b't', 0x67];
-        buf.extend_from_slice(b"#commit");
-        buf.extend_from_slice(&[0x62, b'o', b'p', 0x01, 0xff]);
-        assert_eq!(value_len(&buf), Some(buf.len() - 1));
-        assert_eq!(value_len(&buf[..5]), None);
+    fn skip_reason_labels_are_distinct() {
+        let labels: std::collections::HashSet<_> =
+            SkipReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(labels.len(), SkipReason::ALL.len());
     }
 
     #[test]

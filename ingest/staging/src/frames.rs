@@ -2,9 +2,9 @@
 //!
 //! Real captures have no `#sync`, `#info`, error frames, `tooBig` commits, 200-op commits
 //! or 5 MB frames; these builders make them, in canonical DAG-CBOR (serde_ipld_dagcbor
-//! sorts map keys), with real CIDs (sha2-256 of each block). CAR slices, CIDs and the
-//! control frames come from the relay's own writers ([`crate::car`], [`crate::frame`]), so
-//! tests and relay agree.
+//! sorts map keys), with real CIDs (sha2-256 of each block). CAR slices and CIDs come from
+//! `firehose::car` and `firehose::cid`, the control frames from [`crate::frame`], so tests,
+//! relay and decoder agree.
 
 pub use crate::frame::{error_frame, info_frame};
 use ipld_core::cid::Cid;
@@ -33,16 +33,18 @@ pub fn cbor(v: &Ipld) -> Vec<u8> {
 
 /// The CIDv1 (dag-cbor, sha2-256) of a block.
 pub fn cid_of(block: &[u8]) -> Cid {
-    let bytes = crate::car::dag_cbor_cid_bytes(block);
+    let bytes = firehose::cid::dag_cbor_cid(block);
     Cid::try_from(&bytes[..]).unwrap_or_default()
 }
 
 /// A CARv1 slice: header with `roots` then each block as `varint(len) cid data`.
 pub fn car(roots: &[Cid], blocks: &[(Cid, Vec<u8>)]) -> Vec<u8> {
     let mut out = Vec::new();
-    crate::car::write_header(&mut out, roots);
+    let roots: Vec<Vec<u8>> = roots.iter().map(Cid::to_bytes).collect();
+    let roots: Vec<&[u8]> = roots.iter().map(Vec::as_slice).collect();
+    firehose::car::write_header(&mut out, &roots);
     for (cid, data) in blocks {
-        crate::car::write_block(&mut out, &cid.to_bytes(), data);
+        firehose::car::write_block(&mut out, &cid.to_bytes(), data);
     }
     out
 }

@@ -22,7 +22,8 @@
 //! - [`replay`]: the WebSocket relay ([`replay::serve`]).
 //! - [`record`]: records a relay's binary messages, unchanged, into a capture.
 //! - [`synth`]: builds large, realistic captures from a real repository CAR.
-//! - [`car`], [`tid`], [`time`]: the small codecs `synth` and `info` need.
+//! - [`tid`], [`time`]: the small codecs `synth` and `info` need (CARs, CIDs and CBOR
+//!   heads are `firehose`'s).
 //! - [`fixtures`]: the real captures and repositories under `ingest/fixtures/`, and
 //!   production Jetstream's output for them; [`frames`]: lexicon frame builders for the
 //!   kinds and sizes real captures lack. Tests of every crate read both from here.
@@ -44,7 +45,6 @@
 #![warn(missing_docs)]
 
 pub mod capture;
-pub mod car;
 pub mod fixtures;
 pub mod frame;
 pub mod frames;

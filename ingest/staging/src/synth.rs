@@ -46,7 +46,8 @@ use cid::Cid;
 use serde::{Deserialize, Serialize};
 
 use crate::capture::{CaptureError, CaptureWriter};
-use crate::{car, frame, tid, time};
+use crate::{frame, tid, time};
+use firehose::car;
 
 /// Largest `big_blocks_bytes` accepted: keeps big frames under 5,000,000 bytes.
 pub const MAX_BIG_BLOCKS_BYTES: usize = 4_900_000;
@@ -350,7 +351,7 @@ impl Source {
     /// Reads a repository from CAR bytes: its MST gives each record's path; blocks whose
     /// CID does not match their bytes are left out.
     pub fn from_car(bytes: &[u8]) -> Result<Self, SynthError> {
-        let (_roots, blocks) = car::read(bytes)?;
+        let blocks = car::read(bytes)?.blocks;
         let mut out = Source {
             blocks: Vec::with_capacity(blocks.len()),
             mst_nodes: Vec::new(),
@@ -358,13 +359,16 @@ impl Source {
         };
         let mut by_cid = std::collections::HashMap::new();
         for b in &blocks {
-            if !car::cid_matches(&b.cid, b.data) || by_cid.contains_key(&b.cid) {
+            let Ok(cid) = Cid::try_from(b.cid) else {
+                continue;
+            };
+            if firehose::cid::verify(b.cid, b.data).is_err() || by_cid.contains_key(&cid) {
                 continue;
             }
-            by_cid.insert(b.cid, out.blocks.len());
+            by_cid.insert(cid, out.blocks.len());
             out.blocks.push(SourceBlock {
-                cid: b.cid,
-                cid_bytes: b.cid_bytes.to_vec(),
+                cid,
+                cid_bytes: b.cid.to_vec(),
                 data: b.data.to_vec(),
             });
         }
@@ -827,8 +831,8 @@ impl<'a> Synthesizer<'a> {
             version: 3,
         };
         let bytes = serde_ipld_dagcbor::to_vec(&block).unwrap_or_default();
-        let cid_bytes = car::dag_cbor_cid_bytes(&bytes);
-        let cid = car::cid_from_bytes(&cid_bytes).unwrap_or_default();
+        let cid_bytes = firehose::cid::dag_cbor_cid(&bytes);
+        let cid = Cid::try_from(&cid_bytes[..]).unwrap_or_default();
         (cid, cid_bytes, bytes)
     }
 
@@ -938,7 +942,7 @@ impl<'a> Synthesizer<'a> {
         let (commit_cid, commit_cid_bytes, commit_bytes) = self.commit_block(did, &rev, data);
 
         self.car.clear();
-        car::write_header(&mut self.car, &[commit_cid]);
+        car::write_header(&mut self.car, &[&commit_cid_bytes]);
         let mut blocks = 1u64;
         for j in 0..m {
             let b = nodes[(first + j) % nodes.len()];
@@ -1037,9 +1041,9 @@ impl<'a> Synthesizer<'a> {
         let first = self.rng.below(nodes.len() as u64) as usize;
         self.repos[repo].data = first as u32;
         let data = self.source.blocks[nodes[first]].cid;
-        let (cid, cid_bytes, bytes) = self.commit_block(&did, &rev, data);
+        let (_cid, cid_bytes, bytes) = self.commit_block(&did, &rev, data);
         self.car.clear();
-        car::write_header(&mut self.car, &[cid]);
+        car::write_header(&mut self.car, &[&cid_bytes]);
         car::write_block(&mut self.car, &cid_bytes, &bytes);
         self.report.blocks += 1;
         frame::write_message_header(&mut self.frame, "#sync");

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
-use firehose::{decode, Action, Control, Kind};
+use firehose::{decode, Action, Control, Kind, SkipReason};
 use serde_json::Value;
 use staging::frames::{self, Op};
 
@@ -17,11 +17,10 @@ fn json(m: &firehose::Message) -> Value {
 
 #[test]
 fn sync_event() {
-    let d = decode(&frames::sync_frame(7, DID, "3mptbypluud2a", TIME)).expect("decodes");
-    assert_eq!(
-        (d.kind, d.seq, d.time_us),
-        (Kind::Sync, Some(7), Some(TIME_US))
-    );
+    let d = decode(&frames::sync_frame(7, DID, "3mptbypluud2a", TIME))
+        .into_event()
+        .expect("decodes");
+    assert_eq!((d.kind, d.seq, d.time_us), (Kind::Sync, 7, TIME_US));
     assert_eq!(d.messages.len(), 1);
     let m = &d.messages[0];
     assert_eq!(m.subject, "bsky.sync");
@@ -40,7 +39,9 @@ fn sync_event() {
 
 #[test]
 fn identity_and_account_events() {
-    let d = decode(&frames::identity_frame(8, DID, TIME, "alice.test")).expect("identity");
+    let d = decode(&frames::identity_frame(8, DID, TIME, "alice.test"))
+        .into_event()
+        .expect("identity");
     let v = json(&d.messages[0]);
     assert_eq!(d.messages[0].subject, "bsky.identity");
     assert_eq!(v["identity"]["handle"], "alice.test");
@@ -52,6 +53,7 @@ fn identity_and_account_events() {
         false,
         Some("takendown"),
     ))
+    .into_event()
     .expect("account");
     let v = json(&d.messages[0]);
     assert_eq!(d.messages[0].subject, "bsky.account");
@@ -61,19 +63,22 @@ fn identity_and_account_events() {
 
 #[test]
 fn info_and_error_frames_are_control_not_messages() {
-    let d = decode(&frames::info_frame("OutdatedCursor", "too old")).expect("info");
-    assert_eq!(d.kind, Kind::Info);
-    assert!(d.messages.is_empty());
+    let c = decode(&frames::info_frame("OutdatedCursor", "too old"))
+        .into_control()
+        .expect("info");
+    assert_eq!(c.kind(), Kind::Info);
     assert_eq!(
-        d.control,
-        Some(Control::Info {
+        c,
+        Control::Info {
             name: "OutdatedCursor".into(),
             message: Some("too old".into())
-        })
+        }
     );
-    let d = decode(&frames::error_frame("FutureCursor", "ahead")).expect("error frame");
-    assert_eq!(d.kind, Kind::Error);
-    assert!(matches!(d.control, Some(Control::Error { ref error, .. }) if error == "FutureCursor"));
+    let c = decode(&frames::error_frame("FutureCursor", "ahead"))
+        .into_control()
+        .expect("error frame");
+    assert_eq!(c.kind(), Kind::Error);
+    assert!(matches!(c, Control::Error { ref error, .. } if error == "FutureCursor"));
 }
 
 #[test]
@@ -90,6 +95,7 @@ fn too_big_commit_publishes_ops_without_records() {
         &ops,
         true,
     ))
+    .into_event()
     .expect("tooBig");
     assert!(d.too_big);
     assert!(d.skipped.is_empty());
@@ -123,6 +129,7 @@ fn commit_with_200_ops() {
         &ops,
         false,
     ))
+    .into_event()
     .expect("200 ops");
     assert_eq!(d.messages.len(), 200);
     assert!(d.skipped.is_empty());
@@ -149,7 +156,7 @@ fn five_megabyte_frame() {
         "{}",
         frame.len()
     );
-    let d = decode(&frame).expect("5 MB frame");
+    let d = decode(&frame).into_event().expect("5 MB frame");
     assert_eq!(d.messages.len(), 200);
 }
 
@@ -158,7 +165,7 @@ fn real_like_frame() -> Vec<u8> {
     let frame = staging::fixtures::corpus().expect("corpus").frames()[0]
         .bytes
         .to_vec();
-    let d = decode(&frame).expect("real frame decodes");
+    let d = decode(&frame).into_event().expect("real frame decodes");
     assert_eq!(d.messages[0].collection(), Some("app.bsky.feed.like"));
     frame
 }
@@ -171,8 +178,8 @@ fn replace_first(frame: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
 fn truncated_cbor_is_a_frame_error() {
     let frame = real_like_frame();
     for cut in [1, 10, frame.len() / 2, frame.len() - 1] {
-        let e = decode(&frame[..cut]).expect_err("truncated");
-        assert_eq!(e.reason(), "truncated", "cut at {cut}: {e}");
+        let e = decode(&frame[..cut]).into_skipped().expect("truncated");
+        assert_eq!(e.reason(), SkipReason::Truncated, "cut at {cut}: {e}");
     }
 }
 
@@ -180,8 +187,8 @@ fn truncated_cbor_is_a_frame_error() {
 fn unknown_type_is_a_frame_error() {
     let frame = replace_first(&real_like_frame(), b"#commit", b"#commix");
     assert_eq!(
-        decode(&frame).expect_err("unknown t").reason(),
-        "unknown_type"
+        decode(&frame).into_skipped().expect("unknown t").reason(),
+        SkipReason::UnknownType
     );
 }
 
@@ -192,10 +199,10 @@ fn op_path_without_slash_skips_the_op() {
         b"app.bsky.feed.like/",
         b"app.bsky.feed.like_",
     );
-    let d = decode(&frame).expect("frame still decodes");
+    let d = decode(&frame).into_event().expect("frame still decodes");
     assert!(d.messages.is_empty());
     assert_eq!(d.skipped.len(), 1);
-    assert_eq!(d.skipped[0].reason, "bad_path");
+    assert_eq!(d.skipped[0].reason, SkipReason::BadPath);
 }
 
 #[test]
@@ -205,9 +212,9 @@ fn non_nsid_collection_skips_the_op() {
         b"app.bsky.feed.like/",
         b"app.bsky.feed.l*ke/",
     );
-    let d = decode(&frame).expect("frame still decodes");
+    let d = decode(&frame).into_event().expect("frame still decodes");
     assert!(d.messages.is_empty());
-    assert_eq!(d.skipped[0].reason, "invalid_collection");
+    assert_eq!(d.skipped[0].reason, SkipReason::InvalidCollection);
     // Two segments are not an NSID either: it could collide with bsky.identity.
     let frame = replace_first(
         &real_like_frame(),
@@ -215,8 +222,8 @@ fn non_nsid_collection_skips_the_op() {
         b"app-bsky-feed.like/",
     );
     assert_eq!(
-        decode(&frame).expect("decodes").skipped[0].reason,
-        "invalid_collection"
+        decode(&frame).into_event().expect("decodes").skipped[0].reason,
+        SkipReason::InvalidCollection
     );
 }
 
@@ -224,9 +231,9 @@ fn non_nsid_collection_skips_the_op() {
 fn block_not_hashing_to_its_cid_skips_the_op() {
     // Change one character inside the record block: the CAR still parses, the hash fails.
     let frame = replace_first(&real_like_frame(), b"createdAt", b"createdAu");
-    let d = decode(&frame).expect("frame still decodes");
+    let d = decode(&frame).into_event().expect("frame still decodes");
     assert!(d.messages.is_empty());
-    assert_eq!(d.skipped[0].reason, "cid_mismatch");
+    assert_eq!(d.skipped[0].reason, SkipReason::CidMismatch);
 }
 
 #[test]
@@ -236,13 +243,15 @@ fn missing_block_skips_the_op() {
         Op::create("app.bsky.feed.post/3l3qo2vutsw2c", frames::post("kept")),
     ];
     let good = frames::commit_frame(13, DID, "3mptbypluud2a", TIME, &ops, false);
-    assert_eq!(decode(&good).expect("good").messages.len(), 2);
+    assert_eq!(decode(&good).into_event().expect("good").messages.len(), 2);
     // Point the first op at a CID whose block the CAR does not carry.
     let hello = frames::cid_of(&frames::cbor(&frames::post("hello"))).to_bytes();
     let absent = frames::cid_of(b"not in this CAR").to_bytes();
-    let d = decode(&replace_first(&good, &hello, &absent)).expect("frame decodes");
+    let d = decode(&replace_first(&good, &hello, &absent))
+        .into_event()
+        .expect("frame decodes");
     assert_eq!(d.skipped.len(), 1);
-    assert_eq!(d.skipped[0].reason, "missing_block");
+    assert_eq!(d.skipped[0].reason, SkipReason::MissingBlock);
     assert_eq!(d.messages.len(), 1, "the other op is kept");
     assert_eq!(json(&d.messages[0])["commit"]["record"]["text"], "kept");
 }

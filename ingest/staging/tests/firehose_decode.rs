@@ -26,15 +26,17 @@ fn synthesized_capture_decodes_with_the_firehose_crate() {
     let mut events: BTreeMap<String, u64> = BTreeMap::new();
     let mut expected_seq = 1_000_000i64;
     while let Some(frame) = synth.next_frame() {
-        let decoded = firehose::decode(frame).unwrap_or_else(|e| panic!("seq {expected_seq}: {e}"));
-        assert_eq!(decoded.seq, Some(expected_seq));
+        let decoded = match firehose::decode(frame) {
+            firehose::Decoded::Event(e) => e,
+            other => panic!("seq {expected_seq}: {other:?}"),
+        };
+        assert_eq!(decoded.seq, expected_seq);
         assert!(
             decoded.skipped.is_empty(),
             "seq {expected_seq}: {:?}",
             decoded.skipped
         );
-        assert!(decoded.control.is_none() && !decoded.too_big);
-        assert!(decoded.time_us.is_some());
+        assert!(!decoded.too_big);
         for m in &decoded.messages {
             let action = m.action.as_str();
             match m.collection() {
@@ -62,18 +64,16 @@ fn synthesized_capture_decodes_with_the_firehose_crate() {
 #[test]
 fn relay_control_frames_decode_with_the_firehose_crate() {
     let info = staging::frame::info_frame("OutdatedCursor", "m");
-    let d = firehose::decode(&info).unwrap();
     assert_eq!(
-        d.control,
+        firehose::decode(&info).into_control(),
         Some(firehose::Control::Info {
             name: "OutdatedCursor".into(),
             message: Some("m".into())
         })
     );
     let err = staging::frame::error_frame("FutureCursor", "m");
-    let d = firehose::decode(&err).unwrap();
     assert_eq!(
-        d.control,
+        firehose::decode(&err).into_control(),
         Some(firehose::Control::Error {
             error: "FutureCursor".into(),
             message: Some("m".into())
@@ -83,11 +83,12 @@ fn relay_control_frames_decode_with_the_firehose_crate() {
     let corpus = common::corpus();
     let renumbered =
         staging::frame::rewrite_seq(&corpus.frames()[0].bytes, 99_000_000_000).unwrap();
-    let d = firehose::decode(&renumbered).unwrap();
-    assert_eq!(d.seq, Some(99_000_000_000));
+    let d = firehose::decode(&renumbered).into_event().unwrap();
+    assert_eq!(d.seq, 99_000_000_000);
     assert_eq!(
         d.messages,
         firehose::decode(&corpus.frames()[0].bytes)
+            .into_event()
             .unwrap()
             .messages
     );

@@ -276,7 +276,7 @@ pub fn synth(ops: u64, seed: u64) -> Arc<Capture> {
 pub fn expected_messages(c: &Capture) -> HashMap<String, (String, Value)> {
     let mut out = HashMap::new();
     for f in c.frames() {
-        if let Ok(d) = firehose::decode(&f.bytes) {
+        if let firehose::Decoded::Event(d) = firehose::decode(&f.bytes) {
             for m in d.messages {
                 let v: Value = serde_json::from_slice(&m.payload).expect("json");
                 assert!(
