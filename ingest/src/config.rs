@@ -25,6 +25,7 @@ pub struct Config {
     pub stream: Stream,
     pub publish: Publish,
     pub cursor: Cursor,
+    pub lease: Lease,
     pub metrics: Metrics,
     pub log: Log,
 }
@@ -46,7 +47,11 @@ pub struct Relay {
     #[serde(with = "duration")]
     pub reconnect_max: Duration,
     /// Start from this relay seq instead of the stored cursor (events with seq > cursor).
+    /// Events the stream already holds are not stored again, however old this is.
     pub start_cursor: Option<i64>,
+    /// Stop (exit non-zero) after this many `FutureCursor` answers in a row: the relay
+    /// reset its sequence, or another relay answers at this URL.
+    pub future_cursor_limit: u32,
 }
 
 /// The JetStream stream, created or updated to match at start.
@@ -92,6 +97,17 @@ pub struct Cursor {
     pub save_interval: Duration,
 }
 
+/// The single-writer lease: key `lease.<stream name>` in the cursor's bucket.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Lease {
+    /// A holder that has not renewed for this long is taken over by a new ingestor; the
+    /// holder renews every third of it. A second ingestor refuses to run while the first
+    /// renews.
+    #[serde(with = "duration")]
+    pub ttl: Duration,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Metrics {
@@ -119,6 +135,7 @@ impl Default for Config {
                 reconnect_min: Duration::from_millis(250),
                 reconnect_max: Duration::from_secs(30),
                 start_cursor: None,
+                future_cursor_limit: 3,
             },
             nats: service::nats::Settings {
                 url: "nats://127.0.0.1:4222".into(),
@@ -142,6 +159,9 @@ impl Default for Config {
                 bucket: "BSKY_INGEST".into(),
                 key: String::new(),
                 save_interval: Duration::from_secs(1),
+            },
+            lease: Lease {
+                ttl: Duration::from_secs(10),
             },
             metrics: Metrics {
                 listen: "127.0.0.1:9464".into(),
@@ -174,6 +194,11 @@ impl Default for Cursor {
         Config::default().cursor
     }
 }
+impl Default for Lease {
+    fn default() -> Self {
+        Config::default().lease
+    }
+}
 impl Default for Metrics {
     fn default() -> Self {
         Config::default().metrics
@@ -194,12 +219,14 @@ impl Default for Log {
     after_help = "Every setting can also come from a TOML file (--config) or the environment \
 (prefix BSKY_INGEST_, nesting with __, e.g. BSKY_INGEST_NATS__URL). Precedence: defaults < file < \
 environment < flags. Settings (file keys):\n\
-  [relay]   url, max_frame_bytes, idle_timeout, reconnect_min, reconnect_max, start_cursor\n\
+  [relay]   url, max_frame_bytes, idle_timeout, reconnect_min, reconnect_max, start_cursor,\n\
+            future_cursor_limit\n\
   [nats]    url, user, password, password_file, token, token_file, creds_file, nkey_seed,\n\
             tls_ca, tls_cert, tls_key, name (credentials may also sit in the URL)\n\
   [stream]  name, max_age, max_bytes, replicas, duplicate_window, compression (s2|none)\n\
   [publish] window, window_bytes, ack_timeout\n\
   [cursor]  bucket, key, save_interval\n\
+  [lease]   ttl\n\
   [metrics] listen (empty = off)\n\
   [log]     format (text|json), progress_interval\n\
 Durations are written like \"500ms\", \"5s\", \"2m\", \"72h\". See subjects.md for the contract."
@@ -309,11 +336,17 @@ impl Config {
         if self.publish.window == 0 {
             return bad("publish.window", "must be > 0");
         }
-        if self.publish.window_bytes < firehose::MAX_BLOCKS_BYTES * 2 {
+        if self.publish.window_bytes < firehose::MAX_MESSAGE_BYTES {
             return bad(
                 "publish.window_bytes",
                 "must hold at least one largest record (4000000)",
             );
+        }
+        if self.relay.future_cursor_limit == 0 {
+            return bad("relay.future_cursor_limit", "must be at least 1");
+        }
+        if self.lease.ttl < Duration::from_secs(1) {
+            return bad("lease.ttl", "must be at least 1s");
         }
         if self.cursor.save_interval.is_zero() {
             return bad("cursor.save_interval", "must be > 0");
@@ -331,6 +364,11 @@ impl Config {
         } else {
             self.cursor.key.clone()
         }
+    }
+
+    /// The KV key of the lease, in the cursor's bucket.
+    pub fn lease_key(&self) -> String {
+        format!("lease.{}", self.stream.name)
     }
 
     /// The configuration as a log line: everything but secrets.

@@ -1,22 +1,17 @@
 //! The resume cursor, kept in NATS itself: one key in a JetStream KV bucket.
 //!
-//! The value is `{"relay_seq":N,"stream_seq":S,"relay":"<url>"}`: every event with relay seq
-//! ≤ N is acknowledged by JetStream, and S is the highest stream sequence among them that
-//! a first publish stored (a retried message can land after later frames' messages, so it
-//! would push S past messages a restart must know about). Every message of a frame after N
-//! is therefore stored above S.
-//! It is stored every `cursor.save_interval` and on shutdown.
+//! The value is `{"relay_seq":N,"stream_seq":S,"relay":"<url>","stream_created_us":C}`:
+//! every event with relay seq ≤ N is stored in the stream, the last of them at stream
+//! sequence S, in a stream created at C. It is stored every `cursor.save_interval` and on
+//! shutdown, so it lags the stream by a second or so.
 //!
-//! Exactly once after `kill -9`: the cursor lags what the stream holds by at most one save
-//! interval plus the in-flight window. On start, [`stored_after`] reads the `Nats-Msg-Id`
-//! of every message the stream holds past S (headers only); the publisher does not send
-//! those again. This does not depend on the server's duplicate window, so a restart a
-//! day later is as exact as one a second later.
+//! The stream itself is the truth about what is stored (`resume.rs` reads its last message
+//! on start); the cursor says which relay the sequence numbers belong to, where to go on
+//! when the stream holds nothing, and lets a start notice that the stream was recreated or
+//! lost messages the ingestor had stored.
 
-use async_nats::jetstream::{self, consumer, kv, stream};
-use futures_util::StreamExt;
+use async_nats::jetstream::{self, kv, stream};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -29,14 +24,19 @@ pub struct Position {
     pub stream_seq: u64,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Stored {
-    /// `null` until the first frame is acknowledged: the record then only marks where the
-    /// stream stood when this ingestor first started, so a crash before the first real
-    /// save still knows which messages are its own.
-    relay_seq: Option<i64>,
-    stream_seq: u64,
-    relay: String,
+/// The stored record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stored {
+    /// `null` until the first frame is stored.
+    pub relay_seq: Option<i64>,
+    /// The stream sequence of the last message of frame `relay_seq`.
+    pub stream_seq: u64,
+    /// The relay, normalised (`relay::normalize_url`).
+    pub relay: String,
+    /// When the stream was created, microseconds since the epoch (absent in records of
+    /// older versions).
+    #[serde(default)]
+    pub stream_created_us: Option<i64>,
 }
 
 /// The KV key that holds the cursor.
@@ -44,40 +44,60 @@ pub struct CursorStore {
     kv: kv::Store,
     key: String,
     relay: String,
+    stream_created_us: i64,
 }
 
 impl CursorStore {
-    /// Opens (or creates) the bucket.
+    /// Opens (or creates) the bucket. `relay` is the normalised relay URL and
+    /// `stream_created_us` the creation time of the stream the positions refer to.
     pub async fn open(
         js: &jetstream::Context,
         bucket: &str,
         key: &str,
         relay: &str,
         replicas: usize,
+        stream_created_us: i64,
     ) -> anyhow::Result<CursorStore> {
-        let kv = match js.get_key_value(bucket).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: bucket.to_string(),
-                    description: "bsky ingest resume cursors".into(),
-                    history: 1,
-                    storage: stream::StorageType::File,
-                    num_replicas: replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| anyhow::anyhow!("creating KV bucket {bucket}: {e}"))?,
-        };
+        let kv = open_bucket(js, bucket, replicas).await?;
         Ok(CursorStore {
             kv,
             key: key.to_string(),
             relay: relay.to_string(),
+            stream_created_us,
         })
     }
 
-    /// The stored position, if there is one for this relay.
-    pub async fn load(&self) -> anyhow::Result<Option<Position>> {
+    /// The bucket, shared with the lease (`lease.rs`).
+    pub fn bucket(&self) -> kv::Store {
+        self.kv.clone()
+    }
+}
+
+/// Opens (or creates) the KV bucket of the cursor and the lease.
+pub async fn open_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    replicas: usize,
+) -> anyhow::Result<kv::Store> {
+    Ok(match js.get_key_value(bucket).await {
+        Ok(kv) => kv,
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: bucket.to_string(),
+                description: "bsky ingest resume cursors".into(),
+                history: 1,
+                storage: stream::StorageType::File,
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("creating KV bucket {bucket}: {e}"))?,
+    })
+}
+
+impl CursorStore {
+    /// The stored record, if there is a readable one.
+    pub async fn load(&self) -> anyhow::Result<Option<Stored>> {
         let Some(raw) = self
             .kv
             .get(&self.key)
@@ -86,24 +106,13 @@ impl CursorStore {
         else {
             return Ok(None);
         };
-        let stored: Stored = match serde_json::from_slice(&raw) {
-            Ok(s) => s,
+        match serde_json::from_slice(&raw) {
+            Ok(s) => Ok(Some(s)),
             Err(e) => {
-                warn!(key = %self.key, error = %e, "stored cursor is unreadable; starting from the relay's live tail");
-                return Ok(None);
+                warn!(key = %self.key, error = %e, "stored cursor is unreadable; ignoring it");
+                Ok(None)
             }
-        };
-        if stored.relay != self.relay && stored.relay_seq.is_some() {
-            warn!(stored_relay = %stored.relay, relay = %self.relay, "stored cursor belongs to another relay (seq numbers differ between relays); starting from the relay's default");
-            return Ok(Some(Position {
-                relay_seq: None,
-                stream_seq: stored.stream_seq,
-            }));
         }
-        Ok(Some(Position {
-            relay_seq: stored.relay_seq,
-            stream_seq: stored.stream_seq,
-        }))
     }
 
     pub async fn save(&self, p: Position) -> anyhow::Result<()> {
@@ -111,6 +120,7 @@ impl CursorStore {
             relay_seq: p.relay_seq,
             stream_seq: p.stream_seq,
             relay: self.relay.clone(),
+            stream_created_us: Some(self.stream_created_us),
         })?;
         self.kv
             .put(&self.key, value.into())
@@ -152,53 +162,4 @@ impl CursorStore {
             }
         }
     }
-}
-
-/// The `Nats-Msg-Id`s of every message in `stream` after `after` (headers only).
-pub async fn stored_after(
-    stream: &mut jetstream::stream::Stream,
-    after: u64,
-) -> anyhow::Result<HashSet<String>> {
-    let last = stream
-        .info()
-        .await
-        .map_err(|e| anyhow::anyhow!("stream info: {e}"))?
-        .state
-        .last_sequence;
-    let mut ids = HashSet::new();
-    if last <= after {
-        return Ok(ids);
-    }
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: after + 1,
-            },
-            headers_only: true,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("resume consumer: {e}"))?;
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|e| anyhow::anyhow!("resume consumer: {e}"))?;
-    while let Some(msg) = messages.next().await {
-        let msg = msg.map_err(|e| anyhow::anyhow!("resume consumer: {e}"))?;
-        let info = msg
-            .info()
-            .map_err(|e| anyhow::anyhow!("resume consumer: {e}"))?;
-        let seq = info.stream_sequence;
-        if let Some(id) = msg
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
-        {
-            ids.insert(id.as_str().to_string());
-        }
-        if seq >= last {
-            break;
-        }
-    }
-    Ok(ids)
 }

@@ -4,127 +4,276 @@
 //!
 //! ```text
 //! relay.rs ──(bounded channel of decoded frames)──▶ publish.rs ──(acked positions)──▶ cursor.rs
-//!   WebSocket, firehose::decode        async publishes, bounded window      KV bucket in NATS
+//!   WebSocket, firehose::decode        sequence-checked publishes, bounded window   KV bucket
 //! ```
 //!
-//! [`run`] wires them: connect to NATS (refusing servers older than 2.10), create or
-//! update the stream ([`stream`]), load the cursor and what the stream already holds past
-//! it ([`cursor`]), then read the relay from there until `shutdown`. `main.rs` only parses
-//! the configuration ([`config`]) and calls [`run`]; tests call the same function.
+//! [`run`] wires them: connect to NATS (refusing servers older than 2.10 or with a small
+//! `max_payload`), create or adjust the stream ([`stream`]), take the single-writer lease
+//! ([`lease`]), work out where to start from what the stream holds ([`resume`], with the
+//! stored [`cursor`]), then read the relay from there until `shutdown`. `main.rs` only
+//! parses the configuration ([`config`]) and calls [`run`]; the consumers' tests call the
+//! same function in-process ([`testing`], feature `testing`), the ingestor's own tests run
+//! the binary.
+//!
+//! Every task is watched: one that fails or panics stops the others and makes [`run`]
+//! return the error, so the process exits non-zero and a supervisor sees it.
 
 pub mod config;
 pub mod cursor;
+pub mod lease;
 pub mod metrics;
 pub mod publish;
 pub mod relay;
+pub mod resume;
 pub mod stream;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+use anyhow::Context as _;
 use config::Config;
+use std::future::Future;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{error, info};
 
 /// Decoded frames waiting for the publisher; small, since the publish window is the buffer.
 const CHANNEL_FRAMES: usize = 64;
-/// How long shutdown waits for in-flight acks before storing the cursor and exiting.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long shutdown waits for in-flight acks before storing the cursor.
+const DRAIN_TIMEOUT: Duration = Duration::from_millis(2500);
+/// How long shutdown waits for the final cursor save, and for the lease release.
+const SAVE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Runs `step` unless `shutdown` fires first (then `None`).
+async fn unless_stopped<T>(
+    shutdown: &CancellationToken,
+    step: impl Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        _ = shutdown.cancelled() => None,
+        r = step => Some(r),
+    }
+}
 
 /// Runs the ingestor until `shutdown` fires; returns after the in-flight publishes are
-/// acked (or [`DRAIN_TIMEOUT`] passes) and the cursor is stored.
+/// acked (or a short drain passes), the cursor is stored and the lease released. Returns
+/// an error when something stops it for good (see the module docs).
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     info!(config = %config.summary(), "starting");
-    let client = service::nats::connect(&config.nats).await?;
-    info!(server = %client.server_info().version, "connected to NATS");
+    let Some(client) = unless_stopped(&shutdown, service::nats::connect(&config.nats)).await else {
+        return Ok(());
+    };
+    let client = client?;
+    info!(server = %client.server_info().version, max_payload = client.server_info().max_payload, "connected to NATS");
+    service::nats::check_max_payload(&client, firehose::MAX_MESSAGE_BYTES)?;
     let js = publish::context(client.clone(), &config.publish);
-    let mut stream = stream::ensure(&js, &config.stream).await?;
 
-    let store = cursor::CursorStore::open(
-        &js,
-        &config.cursor.bucket,
-        &config.cursor_key(),
-        &config.relay.url,
-        config.stream.replicas,
-    )
-    .await?;
-    let stored = match store.load().await? {
-        Some(position) => position,
-        None => {
-            // First start against this stream: record where the stream stands before
-            // publishing anything, so a crash before the first cursor save can still tell
-            // its own messages (those after this point) from older ones.
-            let position = cursor::Position {
-                relay_seq: None,
-                stream_seq: stream.info().await?.state.last_sequence,
-            };
-            store.save(position).await?;
-            position
+    let Some(prepared) = unless_stopped(&shutdown, prepare(&config, &js, &shutdown)).await else {
+        return Ok(());
+    };
+    let Prepared {
+        start,
+        store,
+        lease,
+        metrics,
+    } = match prepared? {
+        Some(p) => p,
+        None => return Ok(()),
+    };
+    info!(
+        relay_cursor = ?start.relay_cursor,
+        stored_until = ?start.stored_until,
+        stream_last = start.last_sequence,
+        "resuming"
+    );
+
+    let metrics_task = match config.metrics.listen.as_str() {
+        "" => None,
+        listen => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("metrics.listen {listen}"))?;
+            info!(addr = %listener.local_addr()?, "metrics on /metrics");
+            Some(tokio::spawn(service::telemetry::serve_metrics(
+                listener,
+                metrics.registry(),
+                shutdown.clone(),
+            )))
         }
     };
-    let already_stored = cursor::stored_after(&mut stream, stored.stream_seq).await?;
-    let start = config.relay.start_cursor.or(stored.relay_seq);
-    info!(cursor = ?start, stored = ?stored.relay_seq, already_stored = already_stored.len(), "resuming");
 
-    let metrics = metrics::Metrics::default();
-    let registry = metrics.registry();
-    let metrics_task = if config.metrics.listen.is_empty() {
-        None
-    } else {
-        let listener = tokio::net::TcpListener::bind(&config.metrics.listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("metrics.listen {}: {e}", config.metrics.listen))?;
-        info!(addr = %listener.local_addr()?, "metrics on /metrics");
-        Some(tokio::spawn(service::telemetry::serve_metrics(
-            listener,
-            registry,
-            shutdown.clone(),
-        )))
-    };
-
+    // Tasks: the reader stops on `shutdown`; the publisher drains after it; the cursor is
+    // stored last; the lease is released after that.
     let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
-    let position = cursor::Position {
-        relay_seq: start,
-        stream_seq: stored.stream_seq,
-    };
-    let (cursor_tx, cursor_rx) = watch::channel(position);
+    let (cursor_tx, cursor_rx) = watch::channel(start.position);
+    let saver_done = CancellationToken::new();
+    let lease_done = CancellationToken::new();
+    let mut reader = tokio::spawn(relay::run(
+        config.relay.clone(),
+        start.relay_cursor,
+        start.stored_until,
+        tx,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     let publisher = publish::Publisher {
+        client: client.clone(),
         js: js.clone(),
+        stream: config.stream.name.clone(),
         window: config.publish.window,
         window_bytes: config.publish.window_bytes,
+        ack_timeout: config.publish.ack_timeout,
         metrics: metrics.clone(),
-        already_stored,
-        start: position,
+        start: start.position,
+        last_sequence: start.last_sequence,
     };
-    let saver_done = CancellationToken::new();
+    let mut publisher = tokio::spawn(publisher.run(rx, cursor_tx, DRAIN_TIMEOUT, shutdown.clone()));
     let saver =
         tokio::spawn(store.keep(cursor_rx, config.cursor.save_interval, saver_done.clone()));
-    let publisher = tokio::spawn(publisher.run(rx, cursor_tx, DRAIN_TIMEOUT));
+    let mut lease = tokio::spawn(lease.keep(lease_done.clone()));
     let progress = tokio::spawn(progress(
         metrics.clone(),
         config.log.progress_interval,
         shutdown.clone(),
     ));
-    let reader = relay::run(
-        config.relay.clone(),
-        start,
-        tx,
-        metrics.clone(),
-        shutdown.clone(),
-    );
 
-    reader.await; // returns on shutdown; dropping its sender lets the publisher drain
-    let _ = publisher.await;
+    let mut failure: Option<anyhow::Error> = None;
+    let mut fail = |e: anyhow::Error, shutdown: &CancellationToken| {
+        error!("{e:#}");
+        failure.get_or_insert(e);
+        shutdown.cancel();
+    };
+    let mut publisher_done = false;
+    let mut lease_ended = false;
+    // Until the reader ends: it ends on shutdown, or fails, or another task does.
+    loop {
+        tokio::select! {
+            r = &mut reader => {
+                if let Some(e) = outcome("relay reader", r) { fail(e, &shutdown); }
+                break;
+            }
+            r = &mut publisher, if !publisher_done => {
+                publisher_done = true;
+                match outcome("publisher", r) {
+                    Some(e) => fail(e, &shutdown),
+                    None if shutdown.is_cancelled() => {} // drained after the signal
+                    None => fail(anyhow::anyhow!("the publisher stopped early"), &shutdown),
+                }
+            }
+            r = &mut lease, if !lease_ended => {
+                lease_ended = true;
+                let e = outcome("lease", r)
+                    .unwrap_or_else(|| anyhow::anyhow!("the lease keeper stopped early"));
+                fail(e, &shutdown);
+            }
+        }
+    }
+    shutdown.cancel();
+    if !publisher_done {
+        match tokio::time::timeout(DRAIN_TIMEOUT + Duration::from_millis(500), &mut publisher).await
+        {
+            Ok(r) => {
+                if let Some(e) = outcome("publisher", r) {
+                    fail(e, &shutdown);
+                }
+            }
+            Err(_) => publisher.abort(),
+        }
+    }
     saver_done.cancel();
-    let _ = saver.await;
+    let _ = tokio::time::timeout(SAVE_TIMEOUT + Duration::from_millis(200), saver).await;
+    lease_done.cancel();
+    if !lease_ended {
+        match tokio::time::timeout(SAVE_TIMEOUT, &mut lease).await {
+            Ok(r) => {
+                if let Some(e) = outcome("lease", r) {
+                    fail(e, &shutdown);
+                }
+            }
+            Err(_) => lease.abort(),
+        }
+    }
     progress.abort();
     if let Some(t) = metrics_task {
-        let _ = t.await;
+        let _ = tokio::time::timeout(Duration::from_millis(500), t).await;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
-    info!("stopped");
-    Ok(())
+    let _ = tokio::time::timeout(Duration::from_millis(500), client.flush()).await;
+    match failure {
+        Some(e) => Err(e),
+        None => {
+            info!("stopped");
+            Ok(())
+        }
+    }
+}
+
+/// What a finished task says: `None` when it ended well.
+fn outcome<E: Into<anyhow::Error>>(
+    task: &str,
+    joined: Result<Result<(), E>, tokio::task::JoinError>,
+) -> Option<anyhow::Error> {
+    match joined {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.into().context(format!("{task} stopped"))),
+        Err(e) if e.is_panic() => Some(anyhow::anyhow!("{task} panicked: {e}")),
+        Err(e) => Some(anyhow::anyhow!("{task} was cancelled: {e}")),
+    }
+}
+
+/// What start-up sets up before the tasks run.
+struct Prepared {
+    start: resume::Start,
+    store: cursor::CursorStore,
+    lease: lease::Lease,
+    metrics: metrics::Metrics,
+}
+
+/// Stream, lease, cursor and the start plan; `None` when shutdown came first.
+async fn prepare(
+    config: &Config,
+    js: &async_nats::jetstream::Context,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<Prepared>> {
+    let ensured = stream::ensure(js, &config.stream).await?;
+    let bucket =
+        cursor::open_bucket(js, &config.cursor.bucket, ensured.info.config.num_replicas).await?;
+    let lease =
+        match lease::Lease::acquire(bucket, config.lease_key(), config.lease.ttl, shutdown).await {
+            Ok(l) => l,
+            Err(lease::LeaseError::Cancelled) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+    let relay = relay::normalize_url(&config.relay.url);
+    let store = cursor::CursorStore::open(
+        js,
+        &config.cursor.bucket,
+        &config.cursor_key(),
+        &relay,
+        ensured.info.config.num_replicas,
+        resume::created_us(&ensured.info),
+    )
+    .await?;
+    let stored = store.load().await?;
+    let start = resume::plan(
+        &ensured.stream,
+        &ensured.info,
+        stored.as_ref(),
+        &relay,
+        config.relay.start_cursor,
+    )
+    .await?;
+    let metrics = metrics::Metrics::default();
+    metrics.stream_gap.inc_by(start.gap);
+    if stored.is_none() || start.gap > 0 {
+        // The first record (or one for the recreated stream), before anything is published.
+        store.save(start.position).await?;
+    }
+    Ok(Some(Prepared {
+        start,
+        store,
+        lease,
+        metrics,
+    }))
 }
 
 /// Logs a progress line every `every`: events/s, ops/s, relay seq, lag.
@@ -155,7 +304,7 @@ async fn progress(m: metrics::Metrics, every: Duration, shutdown: CancellationTo
             ops_per_s = ((now.2 - last.2) as f64 / secs).round(),
             relay_seq = m.relay_seq.get(),
             cursor = m.cursor_seq.get(),
-            lag_s = (m.lag_seconds.get() * 10.0).round() / 10.0,
+            lag_s = (metrics::lag_seconds(m.last_event_us.get()) * 10.0).round() / 10.0,
             inflight = m.inflight.get(),
             "progress"
         );

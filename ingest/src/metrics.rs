@@ -11,7 +11,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use std::sync::atomic::AtomicU64;
 
 /// Collections that get their own label value; the rest are `other`.
 pub const COLLECTIONS: &[&str] = &[
@@ -108,12 +107,49 @@ pub struct Metrics {
     pub reconnects: Family<ReasonLabel, Counter>,
     pub relay_seq: Gauge,
     pub cursor_seq: Gauge,
-    pub lag_seconds: Gauge<f64, AtomicU64>,
+    /// Event time of the last frame read, microseconds; `lag_seconds` is computed from it
+    /// at scrape time, so it keeps growing while the pipeline is stalled.
+    pub last_event_us: Gauge,
     pub inflight: Gauge,
     pub published: Counter,
     pub publish_retries: Counter,
+    pub publish_rounds: Counter,
     pub already_stored: Counter,
     pub relay_infos: Counter,
+    pub stream_gap: Counter,
+}
+
+/// Seconds between the wall clock and the event time of the last frame read (0 before
+/// the first).
+pub fn lag_seconds(last_event_us: i64) -> f64 {
+    if last_event_us == 0 {
+        return 0.0;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
+    (now - last_event_us) as f64 / 1e6
+}
+
+/// `lag_seconds`, computed on each scrape.
+#[derive(Debug)]
+struct Lag(Gauge);
+
+impl prometheus_client::collector::Collector for Lag {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let lag = prometheus_client::metrics::gauge::ConstGauge::new(lag_seconds(self.0.get()));
+        let metric = encoder.encode_descriptor(
+            "bsky_ingest_lag_seconds",
+            "Wall clock minus the event time of the last frame read, at scrape time",
+            None,
+            lag.metric_type(),
+        )?;
+        lag.encode(metric)
+    }
 }
 
 impl Metrics {
@@ -195,10 +231,11 @@ impl Metrics {
             "Relay seq below which every event is stored in JetStream",
             self.cursor_seq.clone(),
         );
+        r.register_collector(Box::new(Lag(self.last_event_us.clone())));
         r.register(
-            "lag_seconds",
-            "Wall clock minus the event time of the last frame read",
-            self.lag_seconds.clone(),
+            "last_event_time_us",
+            "Event time of the last frame read, microseconds since the epoch",
+            self.last_event_us.clone(),
         );
         r.register(
             "inflight_publishes",
@@ -212,8 +249,18 @@ impl Metrics {
         );
         r.register(
             "publish_retries",
-            "Publishes sent again after a failure or timeout",
+            "Publishes sent again in a recovery round",
             self.publish_retries.clone(),
+        );
+        r.register(
+            "publish_recoveries",
+            "Recovery rounds: the stream was asked where it ends and the rest sent again",
+            self.publish_rounds.clone(),
+        );
+        r.register(
+            "stream_gap_messages",
+            "Messages this ingestor had stored that the stream no longer held at start",
+            self.stream_gap.clone(),
         );
         r.register(
             "already_stored",

@@ -1,46 +1,47 @@
-//! The publisher: a bounded window of async JetStream publishes whose acks are awaited
-//! concurrently, in order.
+//! The publisher: a bounded window of publishes into the stream, each one checked by the
+//! server against the stream's last sequence, acks read from one subscription.
 //!
-//! Every message carries its deterministic `Nats-Msg-Id`; a publish that fails or times
-//! out is sent again with the same id (the server drops it if the first one did land),
-//! never skipped. Acks come back through a `FuturesOrdered`, so when the last message of
-//! a frame is acked, every earlier frame is too: that frame's seq becomes the cursor.
+//! Order and exactly-once are structural, not lucky. The ingestor is the only writer
+//! (`lease.rs`), so it knows which stream sequence each message will get: the next one.
+//! Every publish carries `Nats-Expected-Last-Sequence` = that sequence minus one, and the
+//! server stores a message only right after its predecessor: never twice, never out of
+//! order, whatever is resent, lost in a reconnect, or delayed past any window. A lost
+//! publish makes every later one in the window fail; a stalled server makes acks time out.
+//! Either way the publisher runs one recovery round: stop sending, ask the stream where it
+//! ends, check that its last message is the one expected there, and send the rest again, in
+//! order, after one back-off per round. A stream that went backwards, holds a message the
+//! ingestor did not publish, or refuses a publish for good (account or stream storage
+//! limits, message size) stops the ingestor with a message: restarting is the operator's
+//! call, and the start (`resume.rs`) reconciles again from what the stream holds.
 //!
-//! The hot path allocates nothing of its own per message: the ack future is async-nats's,
-//! what is needed to publish again waits in a `VecDeque` beside it, and a failure is
-//! retried where it surfaces, at the front of the window. Nothing behind the front can
-//! move the cursor anyway, and while the front waits no new publish is sent.
+//! The hot path: one pre-built subject per message from the decoder, two small headers,
+//! one core-NATS publish with a reply subject under this publisher's inbox. No ack future,
+//! oneshot or timer per message: acks arrive in order on one subscription and name the
+//! message in their reply subject; one deadline watches the oldest unacknowledged publish.
 //!
-//! While JetStream is unavailable the window stays full, `recv` is not called, the relay
-//! reader blocks on its channel, and the socket stops being read: memory stays bounded by
-//! `publish.window` / `publish.window_bytes` whatever the backlog.
+//! While JetStream is unavailable the window stays full, the relay reader blocks on its
+//! channel, and the socket stops being read: memory stays bounded by `publish.window` /
+//! `publish.window_bytes` whatever the backlog.
 
 use crate::cursor::Position;
 use crate::metrics::{Metrics, OpLabel};
 use crate::relay::Batch;
-use async_nats::jetstream::context::{Context, PublishAckFuture, PublishError, PublishErrorKind};
-use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::publish::PublishAck;
-use async_nats::Subject;
+use async_nats::jetstream::context::Context;
+use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
-use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
 use prometheus_client::metrics::counter::Counter;
-use std::collections::{HashSet, VecDeque};
-use std::future::{Future, IntoFuture};
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
-use tracing::{error, warn};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
 /// Header carrying the relay seq of the frame a message came from.
 pub const SEQ_HEADER: &str = "Bsky-Seq";
 
-/// The JetStream context the publisher runs on: `ack_timeout` per ack, and at most the
-/// window plus one frame's ops awaiting acks (the client then waits instead of growing).
-/// The benchmark's ceiling publisher uses this same context, so only the code differs.
+/// The JetStream context for stream management and the benchmark's ceiling publisher:
+/// `ack_timeout` per request, at most the window plus one frame's ops awaiting acks.
 pub fn context(client: async_nats::Client, cfg: &crate::config::Publish) -> Context {
     async_nats::jetstream::ContextBuilder::new()
         .timeout(cfg.ack_timeout)
@@ -49,236 +50,555 @@ pub fn context(client: async_nats::Client, cfg: &crate::config::Publish) -> Cont
         .build(client)
 }
 
+/// The headers of one message: the sequence the stream must end at before it, and its
+/// frame's relay seq. Public so the benchmark publishes exactly what the ingestor does.
+pub fn headers(expected_last: u64, relay_seq: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(
+        async_nats::header::NATS_EXPECTED_LAST_SEQUENCE,
+        itoa::Buffer::new().format(expected_last),
+    );
+    h.insert(SEQ_HEADER, relay_seq);
+    h
+}
+
+/// Why publishing stopped for good. Each one stops the ingestor (exit non-zero).
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// JetStream refuses the message and will go on refusing it.
+    #[error("JetStream refuses to store more ({code}: {description}): raise the limit (account or stream storage, max_msg_size), then restart")]
+    Limits {
+        /// JetStream's error code.
+        code: u64,
+        /// Its description.
+        description: String,
+    },
+    /// The stream is not where the ingestor left it.
+    #[error("{0}; restart the ingestor to reconcile with what the stream holds")]
+    StreamChanged(String),
+}
+
+/// Publishes what the relay reader decoded.
 pub struct Publisher {
+    pub client: async_nats::Client,
     pub js: Context,
+    pub stream: String,
     pub window: usize,
     pub window_bytes: usize,
+    pub ack_timeout: Duration,
     pub metrics: Metrics,
-    /// Ids the stream already holds past the stored cursor (found on resume): not sent again.
-    pub already_stored: HashSet<String>,
-    /// Where the stored cursor was; acked positions move it forward.
+    /// Where the stream and the cursor stand at start.
     pub start: Position,
+    /// The stream's last sequence at start: the first publish expects it.
+    pub last_sequence: u64,
 }
 
-type AckResult = Result<PublishAck, PublishError>;
-
-/// One place in the window: a publish awaiting its ack, or a position with nothing to
-/// await (a frame without messages, a message the stream already holds).
-enum Slot {
-    Nothing,
-    Ack(<PublishAckFuture as IntoFuture>::IntoFuture),
-}
-
-impl Future for Slot {
-    type Output = Option<AckResult>;
-    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        match self.get_mut() {
-            Slot::Nothing => Poll::Ready(None),
-            Slot::Ack(ack) => ack.as_mut().poll(cx).map(Some),
-        }
-    }
-}
-
-/// What the window remembers of a slot, in the same order as the slots.
-struct Entry {
-    seq: i64,
+/// One message awaiting its ack (or a frame without messages, to move the cursor).
+struct Pending {
+    relay_seq: i64,
     last_of_frame: bool,
-    bytes: usize,
-    /// For an `Ack` slot: the message, to publish it again if the ack fails.
     msg: Option<Outgoing>,
 }
 
-/// A message kept until its ack arrives, so it can be sent again unchanged.
 struct Outgoing {
     subject: Subject,
-    msg_id: String,
     payload: Bytes,
-    seq: Arc<str>,
+    relay_seq_text: std::sync::Arc<str>,
+    /// The stream sequence it gets.
+    stream_seq: u64,
+    sent: Instant,
+    acked: bool,
     /// `ops{action, collection}`, counted when the ack arrives.
     counter: Counter,
 }
 
-/// The window's state while `run` goes.
+/// What an ack says.
+enum Ack {
+    Stored(u64),
+    /// The message was refused; `code` 0 when the server gave none (e.g. no responders).
+    Refused {
+        code: u64,
+        description: String,
+    },
+}
+
+fn parse_ack(m: &async_nats::Message) -> Ack {
+    #[derive(serde::Deserialize)]
+    struct Raw {
+        seq: Option<u64>,
+        error: Option<RawError>,
+    }
+    #[derive(serde::Deserialize)]
+    struct RawError {
+        #[serde(default)]
+        err_code: u64,
+        #[serde(default)]
+        description: String,
+    }
+    if let Some(status) = m.status {
+        return Ack::Refused {
+            code: 0,
+            description: format!("status {status} {}", m.description.as_deref().unwrap_or("")),
+        };
+    }
+    match serde_json::from_slice::<Raw>(&m.payload) {
+        Ok(Raw {
+            seq: Some(s),
+            error: None,
+        }) => Ack::Stored(s),
+        Ok(Raw { error: Some(e), .. }) => Ack::Refused {
+            code: e.err_code,
+            description: e.description,
+        },
+        _ => Ack::Refused {
+            code: 0,
+            description: format!("unreadable ack {:?}", String::from_utf8_lossy(&m.payload)),
+        },
+    }
+}
+
+/// What went wrong with a publish.
+enum Failure {
+    /// Lost, late, refused out of order: a recovery round cures it.
+    Retry(String),
+    /// JetStream will go on refusing (see [`PERMANENT`]).
+    Permanent { code: u64, description: String },
+}
+
+/// JetStream error codes that no resend will cure.
+const PERMANENT: [u64; 4] = [
+    10002, // account resources exceeded
+    10023, // insufficient resources
+    10047, // storage resources exceeded
+    10054, // message size exceeds the stream's maximum
+];
+
+/// The publisher's state while `run` goes.
 struct Window {
-    slots: FuturesOrdered<Slot>,
-    entries: VecDeque<Entry>,
+    pending: VecDeque<Pending>,
+    /// Payload bytes in `pending`.
     bytes: usize,
+    /// Messages sent and not acked.
+    unacked: usize,
+    /// The stream sequence the next new message gets.
+    next_seq: u64,
+    /// Reply subjects are `<inbox>.<round>.<stream seq>`: acks of an earlier round are
+    /// ignored.
+    inbox: String,
+    round: u64,
     position: Position,
-    /// Highest first-publish stream sequence of the frame being acked (see `complete`).
-    frame_max: u64,
-    /// When the last "publish failed" warning was logged (one per 5 s at most).
+    backoff: Duration,
     last_warn: Option<Instant>,
-    /// `ops` counters by action and collection label, looked up once each.
     counters: Vec<Option<Counter>>,
 }
 
 /// Collection label slots: [`crate::metrics::COLLECTIONS`], then `other`, then `none`.
 const LABELS: usize = crate::metrics::COLLECTIONS.len() + 2;
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 impl Publisher {
-    /// Publishes every batch from `rx` until it closes, then waits for the window to
-    /// drain (at most `drain_timeout`). Acked positions go to `cursor`.
+    /// Publishes every batch from `rx` until it closes, then waits for the window to drain
+    /// (at most `drain_timeout`). Acked positions go to `cursor`. Returns an error only for
+    /// what stops the ingestor (see [`PublishError`]).
     pub async fn run(
-        mut self,
+        self,
         mut rx: mpsc::Receiver<Batch>,
         cursor: watch::Sender<Position>,
         drain_timeout: Duration,
-    ) {
+        shutdown: CancellationToken,
+    ) -> Result<(), PublishError> {
+        let inbox = self.client.new_inbox();
+        let mut acks = self
+            .client
+            .subscribe(format!("{inbox}.>"))
+            .await
+            .map_err(|e| PublishError::StreamChanged(format!("cannot subscribe to acks: {e}")))?;
         let mut w = Window {
-            slots: FuturesOrdered::new(),
-            entries: VecDeque::with_capacity(self.window + firehose::MAX_OPS),
+            pending: VecDeque::with_capacity(self.window + firehose::MAX_OPS),
             bytes: 0,
+            unacked: 0,
+            next_seq: self.last_sequence + 1,
+            inbox,
+            round: 0,
             position: self.start,
-            frame_max: self.start.stream_seq,
+            backoff: BACKOFF_MIN,
             last_warn: None,
             counters: vec![None; firehose::Action::ALL.len() * LABELS],
         };
+        let mut failed: Option<Failure> = None;
+        let mut draining: Option<Instant> = None;
         loop {
-            let room = w.slots.len() < self.window && w.bytes < self.window_bytes;
+            match failed.take() {
+                Some(Failure::Permanent { code, description }) => {
+                    return Err(PublishError::Limits { code, description })
+                }
+                Some(Failure::Retry(_)) if draining.is_some() => {
+                    break; // no recovery during shutdown: what is unacked is read again on restart
+                }
+                Some(Failure::Retry(reason)) => {
+                    self.recover(&mut w, &mut acks, &reason, &cursor, &shutdown)
+                        .await?;
+                    continue;
+                }
+                None => {}
+            }
+            if draining.is_some_and(|d| d.elapsed() >= drain_timeout) {
+                break;
+            }
+            if draining.is_some() && w.unacked == 0 {
+                // Frames without messages at the end of the window complete at once.
+                self.complete_front(&mut w, &cursor);
+                break;
+            }
+            let room =
+                draining.is_none() && w.pending.len() < self.window && w.bytes < self.window_bytes;
+            let deadline = w
+                .pending
+                .iter()
+                .find_map(|p| p.msg.as_ref().filter(|m| !m.acked).map(|m| m.sent))
+                .map(|sent| sent + self.ack_timeout);
             tokio::select! {
                 biased;
-                Some(result) = w.slots.next(), if !w.slots.is_empty() => {
-                    self.complete(&mut w, result, &cursor).await;
+                Some(ack) = acks.next() => {
+                        if let Err(f) = self.on_ack(&mut w, &ack) {
+                        failed = Some(f);
+                    }
+                    self.complete_front(&mut w, &cursor);
                 }
+                _ = sleep_until(deadline) => {
+                    failed = Some(Failure::Retry(format!("no ack within {:?}", self.ack_timeout)));
+                }
+                _ = shutdown.cancelled(), if draining.is_none() => draining = Some(Instant::now()),
                 batch = rx.recv(), if room => match batch {
-                    Some(batch) => self.send(&mut w, batch).await,
-                    None => break,
+                    Some(batch) => {
+                        if let Err(f) = self.send(&mut w, batch).await {
+                            failed = Some(f);
+                        }
+                        self.complete_front(&mut w, &cursor);
+                    }
+                    None => draining = Some(Instant::now()),
                 },
+                _ = tokio::time::sleep(drain_timeout), if draining.is_some() => {}
             }
-            self.metrics.inflight.set(w.slots.len() as i64);
+            self.metrics.inflight.set(w.unacked as i64);
         }
-        // The reader is gone (shutdown): wait for what is in flight, for a while.
-        let drain = async {
-            while let Some(result) = w.slots.next().await {
-                self.complete(&mut w, result, &cursor).await;
-                self.metrics.inflight.set(w.slots.len() as i64);
-            }
-        };
-        if tokio::time::timeout(drain_timeout, drain).await.is_err() {
+        if w.unacked > 0 {
             warn!(
                 cursor = w.position.relay_seq,
+                unacked = w.unacked,
                 "shutdown: gave up waiting for JetStream acks; the events after the cursor will be read again on restart"
             );
         }
+        Ok(())
     }
 
-    /// The front slot resolved: retry it until acked if it failed, count it, and move the
-    /// position when it was its frame's last message (slots resolve in order).
-    ///
-    /// `frame_max` gathers stream sequences until then: a half-acked frame must not move
-    /// `stream_seq`, or a restart would miss that frame's stored messages. Only first
-    /// publishes count: a retried message may be stored after messages of later frames,
-    /// and the cursor's `stream_seq` must stay below every later frame's message.
-    async fn complete(
-        &self,
-        w: &mut Window,
-        result: Option<AckResult>,
-        cursor: &watch::Sender<Position>,
-    ) {
-        let Some(entry) = w.entries.pop_front() else {
-            return;
-        };
-        w.bytes -= entry.bytes;
-        if let (Some(result), Some(msg)) = (result, &entry.msg) {
-            let first = match result {
-                Ok(ack) => Some(ack.sequence),
-                Err(e) => {
-                    self.retry(msg, e, &mut w.last_warn).await;
-                    None
-                }
-            };
-            if let Some(s) = first {
-                w.frame_max = w.frame_max.max(s);
+    /// Sends a frame's messages; a placeholder marks the end of a frame whose last message
+    /// was not sent (none, or too large for the server).
+    async fn send(&self, w: &mut Window, batch: Batch) -> Result<(), Failure> {
+        let relay_seq_text: std::sync::Arc<str> = itoa::Buffer::new().format(batch.seq).into();
+        let max_payload = self.client.server_info().max_payload;
+        let mut result = Ok(());
+        let mut ended = false;
+        let n = batch.messages.len();
+        for (i, m) in batch.messages.into_iter().enumerate() {
+            // Headers take well under 128 bytes.
+            if m.payload.len() + 128 > max_payload {
+                self.metrics.skip(firehose::SkipReason::TooLargeForNats);
+                warn!(seq = batch.seq, id = %m.msg_id, bytes = m.payload.len(), max_payload, "message larger than the server's max_payload; skipped (raise max_payload)");
+                continue;
             }
-            msg.counter.inc();
-            self.metrics.published.inc();
+            ended = i + 1 == n;
+            let mut out = Outgoing {
+                counter: w.counter(&self.metrics, m.action, m.collection()),
+                subject: Subject::from(m.subject),
+                payload: Bytes::from(m.payload),
+                relay_seq_text: relay_seq_text.clone(),
+                stream_seq: w.next_seq,
+                sent: Instant::now(),
+                acked: false,
+            };
+            w.next_seq += 1;
+            if result.is_ok() {
+                result = self.publish(w, &mut out).await;
+            }
+            w.bytes += out.payload.len();
+            w.unacked += 1;
+            w.pending.push_back(Pending {
+                relay_seq: batch.seq,
+                last_of_frame: i + 1 == n,
+                msg: Some(out),
+            });
         }
-        if entry.last_of_frame {
-            w.position.stream_seq = w.frame_max;
-            w.position.relay_seq = Some(entry.seq);
-            self.metrics.cursor_seq.set(entry.seq);
+        if !ended {
+            w.pending.push_back(Pending {
+                relay_seq: batch.seq,
+                last_of_frame: true,
+                msg: None,
+            });
+        }
+        result
+    }
+
+    /// One publish; the caller keeps the message until its ack.
+    async fn publish(&self, w: &Window, m: &mut Outgoing) -> Result<(), Failure> {
+        m.sent = Instant::now();
+        let reply = format!("{}.{}.{}", w.inbox, w.round, m.stream_seq);
+        self.client
+            .publish_with_reply_and_headers(
+                m.subject.clone(),
+                reply,
+                headers(m.stream_seq - 1, &m.relay_seq_text),
+                m.payload.clone(),
+            )
+            .await
+            .map_err(|e| Failure::Retry(format!("publish: {e}")))
+    }
+
+    /// Marks the message an ack names; a refusal or an inconsistent ack asks for recovery.
+    fn on_ack(&self, w: &mut Window, ack: &async_nats::Message) -> Result<(), Failure> {
+        let mut parts = ack.subject.as_str().rsplit('.');
+        let (Some(seq), Some(round)) = (
+            parts.next().and_then(|s| s.parse::<u64>().ok()),
+            parts.next().and_then(|s| s.parse::<u64>().ok()),
+        ) else {
+            return Ok(());
+        };
+        if round != w.round {
+            return Ok(()); // an answer to a publish sent again since
+        }
+        let Some(m) = w.find(seq) else {
+            return Ok(());
+        };
+        match parse_ack(ack) {
+            Ack::Stored(s) if s == seq => {
+                if !m.acked {
+                    m.acked = true;
+                    w.unacked -= 1;
+                }
+                Ok(())
+            }
+            Ack::Stored(s) => Err(Failure::Retry(format!(
+                "message sent as stream seq {seq} was stored at {s}"
+            ))),
+            Ack::Refused { code, description } if PERMANENT.contains(&code) => {
+                Err(Failure::Permanent { code, description })
+            }
+            Ack::Refused { code, description } => {
+                Err(Failure::Retry(format!("refused ({code}): {description}")))
+            }
+        }
+    }
+
+    /// Pops acked messages (and placeholders) from the front, counts them, and moves the
+    /// cursor at each frame's last message.
+    fn complete_front(&self, w: &mut Window, cursor: &watch::Sender<Position>) {
+        let mut moved = false;
+        while let Some(front) = w.pending.front() {
+            if front.msg.as_ref().is_some_and(|m| !m.acked) {
+                break;
+            }
+            let Some(p) = w.pending.pop_front() else {
+                break;
+            };
+            if let Some(m) = &p.msg {
+                w.bytes -= m.payload.len();
+                w.position.stream_seq = m.stream_seq;
+                m.counter.inc();
+                self.metrics.published.inc();
+            }
+            if p.last_of_frame {
+                w.position.relay_seq = Some(p.relay_seq);
+                moved = true;
+            }
+        }
+        if moved {
+            w.backoff = BACKOFF_MIN;
+            if let Some(seq) = w.position.relay_seq {
+                self.metrics.cursor_seq.set(seq);
+            }
             let _ = cursor.send(w.position);
         }
     }
 
-    /// Publishes `m` again (same id) until JetStream acknowledges it.
-    async fn retry(&self, m: &Outgoing, first: PublishError, last_warn: &mut Option<Instant>) {
-        let mut error = first.to_string();
-        let mut delay = Duration::from_millis(100);
+    /// One recovery round (see the module docs).
+    async fn recover(
+        &self,
+        w: &mut Window,
+        acks: &mut async_nats::Subscriber,
+        reason: &str,
+        cursor: &watch::Sender<Position>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), PublishError> {
+        self.metrics.publish_rounds.inc();
+        if w.last_warn
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
+        {
+            w.last_warn = Some(Instant::now());
+            warn!(reason, unacked = w.unacked, "JetStream publish failed; checking what the stream holds, then sending the rest again in order");
+        }
+        // Back off once per round, taking the acks that still arrive.
+        let pause = tokio::time::sleep(w.backoff);
+        tokio::pin!(pause);
         loop {
-            self.metrics.publish_retries.inc();
-            // One warning every 5 s at most, however many messages are retrying.
-            if last_warn.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
-                *last_warn = Some(Instant::now());
-                warn!(error = %error, msg_id = %m.msg_id, "JetStream publish failed; retrying with the same Nats-Msg-Id");
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
-            match publish(&self.js, m).await {
-                Ok(ack) => match ack.await {
-                    Ok(_) => return,
-                    Err(e) => error = e.to_string(),
-                },
-                Err(e) => error = e.to_string(),
+            tokio::select! {
+                _ = &mut pause => break,
+                _ = shutdown.cancelled() => return Ok(()),
+                Some(ack) = acks.next() => {
+                    if let Err(Failure::Permanent { code, description }) = self.on_ack(w, &ack) {
+                        return Err(PublishError::Limits { code, description });
+                    }
+                    self.complete_front(w, cursor);
+                }
             }
         }
+        w.backoff = (w.backoff * 2).min(BACKOFF_MAX);
+        let last = match self.stream_last().await {
+            Ok(last) => last,
+            Err(e) => {
+                if w.last_warn
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
+                {
+                    w.last_warn = Some(Instant::now());
+                    warn!(error = %e, "JetStream unavailable; retrying");
+                }
+                // Nothing is sent while the stream cannot be asked: the next round will.
+                w.round += 1;
+                return Ok(());
+            }
+        };
+        let first = w
+            .pending
+            .iter()
+            .find_map(|p| p.msg.as_ref().map(|m| m.stream_seq))
+            .unwrap_or(w.next_seq);
+        if last + 1 < first {
+            return Err(PublishError::StreamChanged(format!(
+                "stream {} now ends at sequence {last}, below the {} this ingestor had stored (deleted, purged to an older state or restored?)",
+                self.stream,
+                first - 1
+            )));
+        }
+        if last >= w.next_seq {
+            return Err(PublishError::StreamChanged(format!(
+                "stream {} ends at sequence {last}, past every message this ingestor sent: another writer publishes into it",
+                self.stream
+            )));
+        }
+        if last >= first {
+            self.check_identity(w, last).await?;
+        }
+        for p in w.pending.iter_mut() {
+            if let Some(m) = p.msg.as_mut().filter(|m| m.stream_seq <= last && !m.acked) {
+                m.acked = true;
+                w.unacked -= 1;
+            }
+        }
+        self.complete_front(w, cursor);
+        w.round += 1;
+        self.resend(w).await;
+        Ok(())
     }
 
-    /// Sends every message of a frame into the window (one `Nothing` slot for a frame
-    /// without messages).
-    async fn send(&mut self, w: &mut Window, batch: Batch) {
-        let seq = batch.seq;
-        let n = batch.messages.len();
-        if n == 0 {
-            w.push(Slot::Nothing, seq, true, None);
-            return;
-        }
-        let seq_text: Arc<str> = Arc::from(seq.to_string());
-        for (i, m) in batch.messages.into_iter().enumerate() {
-            let last_of_frame = i + 1 == n;
-            if !self.already_stored.is_empty() && self.already_stored.remove(&m.msg_id) {
-                self.metrics.already_stored.inc();
-                w.push(Slot::Nothing, seq, last_of_frame, None);
+    /// Sends again every unacked message, in order, under the current round.
+    async fn resend(&self, w: &mut Window) {
+        let mut resent = 0u64;
+        for i in 0..w.pending.len() {
+            let Some(mut m) = w.pending[i].msg.take() else {
                 continue;
-            }
-            let msg = Outgoing {
-                counter: w.counter(&self.metrics, m.action, m.collection()),
-                subject: Subject::from(m.subject),
-                msg_id: m.msg_id,
-                payload: Bytes::from(m.payload),
-                seq: seq_text.clone(),
             };
-            match publish(&self.js, &msg).await {
-                Ok(ack) => w.push(Slot::Ack(ack.into_future()), seq, last_of_frame, Some(msg)),
-                Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
-                    // Can never succeed: the server's max_payload is below this message.
-                    error!(seq, msg_id = %msg.msg_id, bytes = msg.payload.len(), "message larger than the server's max_payload; skipped (raise max_payload)");
-                    self.metrics.skip(firehose::SkipReason::TooLargeForNats);
-                    w.push(Slot::Nothing, seq, last_of_frame, None);
-                }
-                Err(e) => {
-                    // Not sent: retry now, in order, before anything later goes out.
-                    self.retry(&msg, e, &mut w.last_warn).await;
-                    msg.counter.inc();
-                    self.metrics.published.inc();
-                    w.push(Slot::Nothing, seq, last_of_frame, None);
-                }
+            let r = if m.acked {
+                Ok(())
+            } else {
+                resent += 1;
+                self.publish(w, &mut m).await
+            };
+            w.pending[i].msg = Some(m);
+            if let Err(Failure::Retry(e) | Failure::Permanent { description: e, .. }) = r {
+                info!(error = %e, "resend interrupted; the next round goes on");
+                break;
             }
         }
+        self.metrics.publish_retries.inc_by(resent);
+    }
+
+    /// The stream's last sequence, asked of JetStream.
+    async fn stream_last(&self) -> Result<u64, String> {
+        let stream = self
+            .js
+            .get_stream_no_info(&self.stream)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(stream
+            .get_info()
+            .await
+            .map_err(|e| e.to_string())?
+            .state
+            .last_sequence)
+    }
+
+    /// The message at `seq` must be the one this ingestor sent there.
+    async fn check_identity(&self, w: &Window, seq: u64) -> Result<(), PublishError> {
+        let Some(ours) = w
+            .pending
+            .iter()
+            .find_map(|p| p.msg.as_ref().filter(|m| m.stream_seq == seq))
+        else {
+            return Ok(());
+        };
+        let stream = self
+            .js
+            .get_stream_no_info(&self.stream)
+            .await
+            .map_err(|e| PublishError::StreamChanged(e.to_string()))?;
+        let held = match stream.direct_get(seq).await {
+            Ok(m) => m,
+            Err(e) => {
+                // Not readable right now: the next round checks again.
+                info!(seq, error = %e, "could not read back the stream's last message");
+                return Ok(());
+            }
+        };
+        let relay = held
+            .headers
+            .get(SEQ_HEADER)
+            .map(|v| v.as_str().to_string())
+            .unwrap_or_default();
+        if held.subject != ours.subject
+            || relay != *ours.relay_seq_text
+            || held.payload != ours.payload
+        {
+            return Err(PublishError::StreamChanged(format!(
+                "stream {} holds at sequence {seq} a message this ingestor did not send there (another writer?)",
+                self.stream
+            )));
+        }
+        Ok(())
     }
 }
 
 impl Window {
-    fn push(&mut self, slot: Slot, seq: i64, last_of_frame: bool, msg: Option<Outgoing>) {
-        let bytes = msg.as_ref().map_or(0, |m| m.payload.len());
-        self.bytes += bytes;
-        self.slots.push_back(slot);
-        self.entries.push_back(Entry {
-            seq,
-            last_of_frame,
-            bytes,
-            msg,
-        });
+    /// The message that gets stream sequence `seq`, if it is in the window.
+    fn find(&mut self, seq: u64) -> Option<&mut Outgoing> {
+        // Messages are in stream-sequence order; placeholders hold none. Search from the
+        // back of the window's messages by offset, falling back to a scan.
+        let first = self
+            .pending
+            .iter()
+            .find_map(|p| p.msg.as_ref().map(|m| m.stream_seq))?;
+        let offset = usize::try_from(seq.checked_sub(first)?).ok()?;
+        let guess = self
+            .pending
+            .get(offset)
+            .and_then(|p| p.msg.as_ref())
+            .map(|m| m.stream_seq);
+        if guess == Some(seq) {
+            return self.pending.get_mut(offset)?.msg.as_mut();
+        }
+        self.pending
+            .iter_mut()
+            .filter_map(|p| p.msg.as_mut())
+            .find(|m| m.stream_seq == seq)
     }
 
     /// The `ops` counter of an action and collection, from the registry the first time.
@@ -315,19 +635,10 @@ impl Window {
     }
 }
 
-/// The JetStream message for one event: payload, `Nats-Msg-Id` and [`SEQ_HEADER`]. Public so
-/// the benchmark's ceiling publishes exactly what the ingestor does.
-pub fn message(payload: Bytes, msg_id: &str, seq: &str) -> PublishMessage {
-    PublishMessage::build()
-        .payload(payload)
-        .message_id(msg_id)
-        .header(SEQ_HEADER, seq)
-}
-
-async fn publish(js: &Context, m: &Outgoing) -> Result<PublishAckFuture, PublishError> {
-    js.send_publish(
-        m.subject.clone(),
-        message(m.payload.clone(), &m.msg_id, &m.seq),
-    )
-    .await
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
 }

@@ -112,9 +112,13 @@ async fn corpus_end_to_end() {
             .is_err(),
         "more than 18 post operations"
     );
-    drop(ingest);
+    // A clean stop releases the lease, so the next ingestor starts at once.
+    let mut ingest = ingest;
+    let status = ingest.child.terminate(Duration::from_secs(5));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
 
-    // The same capture published again: de-duplication by Nats-Msg-Id keeps 152.
+    // The same capture asked for again with an explicit, older cursor: what the stream
+    // holds is not stored twice (the stream's last message says how far it goes).
     let again = Ingest::spawn(
         &relay_base(&relay),
         &nats.url(),
@@ -130,4 +134,8 @@ async fn corpus_end_to_end() {
         )
         .await;
     assert_eq!(stream_count(&js, "BSKY").await, 152);
+    assert_eq!(
+        again.metric("bsky_ingest_already_stored_total").await,
+        Some(152.0)
+    );
 }

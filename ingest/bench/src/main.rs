@@ -287,17 +287,21 @@ async fn ceiling(msgs: &[Msg], expected: u64, window: usize) -> anyhow::Result<C
     let start = Instant::now();
     let mut inflight: FuturesOrdered<<PublishAckFuture as IntoFuture>::IntoFuture> =
         FuturesOrdered::new();
-    for m in msgs {
+    for (i, m) in msgs.iter().enumerate() {
         while inflight.len() >= window {
             if let Some(ack) = inflight.next().await {
                 ack.map_err(|e| anyhow!("ack: {e}"))?;
             }
         }
+        let mut message =
+            async_nats::jetstream::message::PublishMessage::build().payload(m.payload.clone());
+        for (name, values) in ingest::publish::headers(i as u64, &m.seq).iter() {
+            for v in values {
+                message = message.header(name.clone(), v.clone());
+            }
+        }
         let ack = js
-            .send_publish(
-                m.subject.clone(),
-                ingest::publish::message(m.payload.clone(), &m.msg_id, &m.seq),
-            )
+            .send_publish(m.subject.clone(), message)
             .await
             .map_err(|e| anyhow!("publish {}: {e}", m.msg_id))?;
         inflight.push_back(ack.into_future());

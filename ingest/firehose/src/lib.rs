@@ -44,6 +44,12 @@ pub const MAX_FRAME_BYTES: usize = 5_000_000;
 pub const MAX_BLOCKS_BYTES: usize = 2_000_000;
 /// Protocol maximum number of ops in one commit.
 pub const MAX_OPS: usize = 200;
+/// The largest message the ingestor must be able to publish: a record block of the
+/// protocol's maximum size as JSON (byte strings grow by a third as base64, text stays
+/// about the same). A pathological record above it (e.g. megabytes of control characters,
+/// each escaped as six bytes) is skipped as `too_large_for_nats` when it exceeds the
+/// server's `max_payload`.
+pub const MAX_MESSAGE_BYTES: usize = 2 * MAX_BLOCKS_BYTES;
 
 /// Every reason a frame or an op can be skipped for: a closed set, for metric labels.
 /// The decoder gives the first sixteen; the ingestor adds the last three.
@@ -452,14 +458,15 @@ pub fn decode(frame: &[u8]) -> Decoded {
     match decode_frame(frame) {
         Ok(d) => d,
         Err(error) => Decoded::Skipped {
-            seq: seq_of(frame),
+            seq: frame_seq(frame),
             error,
         },
     }
 }
 
-/// The body's `seq` of a frame that could not be decoded, when it can still be read.
-fn seq_of(frame: &[u8]) -> Option<i64> {
+/// Only the body's `seq` of a frame, when it can be read (for frames skipped without
+/// decoding them, e.g. above a size limit).
+pub fn frame_seq(frame: &[u8]) -> Option<i64> {
     #[derive(Deserialize)]
     struct Seq {
         seq: i64,

@@ -77,3 +77,41 @@ pub async fn serve_metrics(
 ) -> std::io::Result<()> {
     serve(listener, metrics_router(registry), shutdown).await
 }
+
+/// Lets a repeated warning through at most once per `every`, counting what it held back.
+///
+/// ```
+/// let mut limit = service::telemetry::RateLimit::new(std::time::Duration::from_secs(5));
+/// for _ in 0..3 {
+///     if let Some(suppressed) = limit.allow() {
+///         tracing::warn!(suppressed, "skipping a frame");
+///     }
+/// }
+/// ```
+#[derive(Debug)]
+pub struct RateLimit {
+    every: std::time::Duration,
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    /// At most one warning per `every`.
+    pub fn new(every: std::time::Duration) -> Self {
+        RateLimit {
+            every,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(n)` when this one may be logged (`n` were held back since the last one).
+    pub fn allow(&mut self) -> Option<u64> {
+        if self.last.is_some_and(|t| t.elapsed() < self.every) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(std::time::Instant::now());
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}

@@ -137,8 +137,15 @@ impl NatsServer {
     /// ready (JetStream enabled and the client port answering), at most
     /// [`START_TIMEOUT`].
     pub fn start() -> Result<NatsServer, Error> {
+        Self::start_with_conf(&format!("max_payload: {MAX_PAYLOAD}\n"))
+    }
+
+    /// Like [`NatsServer::start`], with `conf` as the whole configuration file (ports,
+    /// name, JetStream and store come from the command line): a test can set a smaller
+    /// `max_payload`, users and permissions, or limits.
+    pub fn start_with_conf(conf: &str) -> Result<NatsServer, Error> {
         let (binary, version) = find_server()?;
-        Self::launch(binary, version)
+        Self::launch(binary, version, conf)
     }
 
     /// Like [`NatsServer::start`] but with the given binary and **no** version
@@ -146,18 +153,17 @@ impl NatsServer {
     pub fn start_with_binary(path: impl AsRef<Path>) -> Result<NatsServer, Error> {
         let binary = path.as_ref().to_path_buf();
         let version = server_version(&binary)?;
-        Self::launch(binary, version)
+        Self::launch(binary, version, &format!("max_payload: {MAX_PAYLOAD}\n"))
     }
 
-    fn launch(binary: PathBuf, version: String) -> Result<NatsServer, Error> {
+    fn launch(binary: PathBuf, version: String, conf_text: &str) -> Result<NatsServer, Error> {
         static SERIAL: AtomicU32 = AtomicU32::new(0);
         let dir = tempfile::Builder::new()
             .prefix("testkit-nats-")
             .tempdir()
             .map_err(Error::io("creating a temp dir for nats-server"))?;
         let conf = dir.path().join("nats-server.conf");
-        fs::write(&conf, format!("max_payload: {MAX_PAYLOAD}\n"))
-            .map_err(Error::io(format!("writing {}", conf.display())))?;
+        fs::write(&conf, conf_text).map_err(Error::io(format!("writing {}", conf.display())))?;
         let name = format!(
             "testkit-{}-{}",
             std::process::id(),
@@ -203,6 +209,11 @@ impl NatsServer {
     /// The server version as reported by `nats-server --version`, e.g. `2.14.6`.
     pub fn version(&self) -> String {
         self.version.clone()
+    }
+
+    /// The server's process id, while it runs (for SIGSTOP / SIGCONT in fault tests).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The binary this server runs.

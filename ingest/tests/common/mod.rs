@@ -192,6 +192,37 @@ pub async fn wait_exact(
     assert_exact(js, expected).await;
 }
 
+/// The relay-independent id of an event, from its payload alone (subjects.md, "Event
+/// ids").
+pub fn event_id(v: &Value) -> String {
+    let did = v["did"].as_str().expect("did");
+    let s = |p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    match v["kind"].as_str().expect("kind") {
+        "commit" => format!(
+            "{did}/{}/{}@{}",
+            s("/commit/collection"),
+            s("/commit/rkey"),
+            s("/commit/rev")
+        ),
+        "identity" => format!("identity:{did}@{}", s("/identity/time")),
+        "account" => format!(
+            "account:{did}@{}:{}:{}",
+            s("/account/time"),
+            v.pointer("/account/active")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
+            s("/account/status")
+        ),
+        "sync" => format!("sync:{did}@{}", s("/sync/rev")),
+        other => panic!("kind {other}"),
+    }
+}
+
 /// One stored message.
 #[derive(Debug, Clone)]
 pub struct Stored {
@@ -230,12 +261,13 @@ pub async fn read_all(js: &jetstream::Context, stream: &str) -> Vec<Stored> {
                 .map(|v| v.as_str().to_string())
                 .unwrap_or_default()
         };
+        let json: Value = serde_json::from_slice(&m.payload).expect("payload JSON");
         out.push(Stored {
             stream_seq: info.stream_sequence,
             subject: m.subject.to_string(),
-            msg_id: get("Nats-Msg-Id"),
+            msg_id: event_id(&json),
             relay_seq: get("Bsky-Seq").parse().expect("Bsky-Seq header"),
-            json: serde_json::from_slice(&m.payload).expect("payload JSON"),
+            json,
         });
         m.ack().await.expect("ack");
     }
