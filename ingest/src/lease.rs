@@ -174,16 +174,29 @@ impl Lease {
                 Ok(())
             }
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                let holder = match self.kv.get(&self.key).await {
-                    Ok(Some(v)) => serde_json::from_slice::<Holder>(&v)
-                        .map(|h| h.holder)
-                        .unwrap_or_else(|_| "an unreadable holder".into()),
+                let entry = self.kv.entry(&self.key).await.map_err(|e| LeaseError::Kv {
+                    key: self.key.clone(),
+                    reason: e.to_string(),
+                })?;
+                let holder = match &entry {
+                    Some(e) if e.operation == kv::Operation::Put => {
+                        serde_json::from_slice::<Holder>(&e.value)
+                            .map(|h| h.holder)
+                            .unwrap_or_else(|_| "an unreadable holder".into())
+                    }
                     _ => "nobody (released)".into(),
                 };
-                Err(LeaseError::Lost {
-                    key: self.key.clone(),
-                    holder,
-                })
+                match entry {
+                    // Our own renewal that timed out but landed after all (a stalled server).
+                    Some(e) if holder == self.me => {
+                        self.revision = e.revision;
+                        Ok(())
+                    }
+                    _ => Err(LeaseError::Lost {
+                        key: self.key.clone(),
+                        holder,
+                    }),
+                }
             }
             Err(e) => Err(LeaseError::Kv {
                 key: self.key.clone(),

@@ -143,7 +143,7 @@ impl prometheus_client::collector::Collector for Lag {
         use prometheus_client::encoding::EncodeMetric;
         let lag = prometheus_client::metrics::gauge::ConstGauge::new(lag_seconds(self.0.get()));
         let metric = encoder.encode_descriptor(
-            "bsky_ingest_lag_seconds",
+            "lag_seconds",
             "Wall clock minus the event time of the last frame read, at scrape time",
             None,
             lag.metric_type(),

@@ -30,11 +30,12 @@ pub enum StreamError {
         why: String,
     },
     /// JetStream refused or did not answer.
-    #[error("stream {name}: {source}")]
+    #[error("stream {name}")]
     JetStream {
         /// The stream.
         name: String,
         /// What JetStream said.
+        #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
@@ -62,7 +63,13 @@ fn apply_managed(c: &mut stream::Config, cfg: &StreamConfig) {
     c.max_age = cfg.max_age;
     c.max_bytes = cfg.max_bytes;
     c.num_replicas = c.num_replicas.max(cfg.replicas);
-    c.duplicate_window = cfg.duplicate_window;
+    // JetStream refuses a duplicate window longer than max_age; the ingestor does not rely
+    // on it (it sends no Nats-Msg-Id), so it is shortened to fit.
+    c.duplicate_window = if cfg.max_age.is_zero() {
+        cfg.duplicate_window
+    } else {
+        cfg.duplicate_window.min(cfg.max_age)
+    };
     c.compression = Some(match cfg.compression.as_str() {
         "s2" => stream::Compression::S2,
         _ => stream::Compression::None,

@@ -32,7 +32,8 @@ fn every_reconnect_reason_is_documented() {
 fn headers_and_subjects_are_documented() {
     let doc = contract();
     assert!(doc.contains(&format!("`{}`", ingest::publish::SEQ_HEADER)));
-    assert!(doc.contains("`Nats-Msg-Id`"));
+    assert!(doc.contains("`Nats-Expected-Last-Sequence`"));
+    assert!(doc.contains("## Event ids") && doc.contains("## Order"));
     for kind in ["identity", "account", "sync"] {
         assert!(doc.contains(&format!("`{}.{kind}`", firehose::SUBJECT_PREFIX)));
     }
@@ -56,4 +57,5 @@ fn stream_defaults_are_documented() {
         c.stream.compression
     )));
     assert!(doc.contains(&format!("KV bucket `{}`", c.cursor.bucket)));
+    assert!(doc.contains("`lease.ttl` (`10s`)"));
 }

@@ -47,6 +47,23 @@ async fn every_kind_and_every_defect() {
             )
         })
         .collect();
+    let two_hundred_one: Vec<Op> = (0..201)
+        .map(|i| {
+            Op::create(
+                format!("app.bsky.feed.like/3l3qo2vutt{i:03}"),
+                frames::post("like"),
+            )
+        })
+        .collect();
+    let huge_text = "y".repeat(27_000);
+    let above_limit: Vec<Op> = (0..200)
+        .map(|i| {
+            Op::create(
+                format!("app.bsky.feed.post/3l3qo2vutu{i:03}"),
+                frames::post(&huge_text),
+            )
+        })
+        .collect();
     let hello = frames::cid_of(&frames::cbor(&frames::post("hello"))).to_bytes();
     let absent = frames::cid_of(b"absent").to_bytes();
 
@@ -104,6 +121,12 @@ async fn every_kind_and_every_defect() {
         &hello,
         &absent,
     ));
+    // Above the protocol maxima: 201 ops, and a frame above relay.max_frame_bytes (set to
+    // the protocol's 5,000,000 below). Both skipped and counted; reading goes on.
+    list.push(commit(next(), "3mptbypluud2l", &two_hundred_one));
+    let oversized = commit(next(), "3mptbypluud2m", &above_limit);
+    assert!(oversized.len() > 5_000_000, "{}", oversized.len());
+    list.push(oversized.clone());
     list.push(commit(
         next(),
         "3mptbypluud2k",
@@ -118,13 +141,31 @@ async fn every_kind_and_every_defect() {
     let capture = Arc::new(
         staging::capture::Capture::from_frames(list.into_iter().map(Bytes::from)).expect("capture"),
     );
-    // 1 like + 1 sync + 2 tooBig ops + 200 + 200 + 1 identity + 1 kept + 1 final post.
-    let expected = expected_messages(&capture);
+    // 1 like + 1 sync + 2 tooBig ops + 200 + 200 + 1 identity + 1 kept + 1 final post; the
+    // oversized frame decodes (the decoder has no size limit) but must not be stored.
+    let mut expected = expected_messages(&capture);
+    let oversized_ids: Vec<String> = firehose::decode(&oversized)
+        .into_event()
+        .expect("decodes")
+        .messages
+        .into_iter()
+        .map(|m| m.msg_id)
+        .collect();
+    assert_eq!(oversized_ids.len(), 200);
+    for id in &oversized_ids {
+        expected.remove(id);
+    }
     assert_eq!(expected.len(), 407);
 
     let nats = testkit::NatsServer::start().expect("nats-server");
     let relay = relay(capture, Default::default()).await;
-    let mut ingest = Ingest::spawn(&relay_base(&relay), &nats.url(), "frames", &[], &[]);
+    let mut ingest = Ingest::spawn(
+        &relay_base(&relay),
+        &nats.url(),
+        "frames",
+        &[("BSKY_INGEST_RELAY__MAX_FRAME_BYTES", "5000000")],
+        &[],
+    );
     let js = jetstream(&nats.url()).await;
     wait_count(&js, "BSKY", 407, Duration::from_secs(60), &ingest).await;
     let reconnect = "bsky_ingest_reconnects_total{reason=\"relay_error\"}";
@@ -146,6 +187,8 @@ async fn every_kind_and_every_defect() {
         "invalid_collection",
         "cid_mismatch",
         "missing_block",
+        "too_many_ops",
+        "frame_too_large",
     ] {
         assert_eq!(
             ingest.metric(&skipped(reason)).await,

@@ -20,12 +20,15 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber: stderr, `RUST_LOG` or `info`, in `format`.
+/// Installs the global subscriber: stderr, `RUST_LOG` or `info`, in `format`; colours only
+/// on a terminal, so files and journals get plain text.
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),

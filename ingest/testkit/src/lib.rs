@@ -260,6 +260,16 @@ impl NatsServer {
         let _ = child.wait();
     }
 
+    /// SIGKILL: the server dies at once, without a clean JetStream shutdown and with
+    /// whatever its clients had buffered. Keeps the port and store for
+    /// [`NatsServer::restart`].
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Starts the server again on the same client port with the same store
     /// (stopping it first if it runs). If the port is briefly held by another
     /// process, retries until [`START_TIMEOUT`].

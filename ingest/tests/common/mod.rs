@@ -60,11 +60,7 @@ impl Ingest {
         let dir = testkit::workspace_root().join("target/test-logs");
         let _ = std::fs::create_dir_all(&dir);
         let log = dir.join(format!("{name}.log"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("log file");
+        let file = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ingest"));
         cmd.args(["--relay", relay, "--nats", nats])
             .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
@@ -94,6 +90,19 @@ impl Ingest {
 
     pub fn kill(&mut self) {
         self.child.kill();
+    }
+
+    /// Everything this ingestor (this `name`) logged.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the exit; panics (with the log) when it runs past `timeout`.
+    pub fn exit_within(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        match self.child.wait_timeout(timeout) {
+            Some(s) => s,
+            None => panic!("still running after {timeout:?}\n{}", self.log_tail()),
+        }
     }
 
     pub fn log_tail(&self) -> String {
@@ -319,6 +328,41 @@ pub fn expected_messages(c: &Capture) -> HashMap<String, (String, Value)> {
         }
     }
     out
+}
+
+/// Where each message of a capture must sit: (relay seq, index in its frame), by id.
+pub fn expected_order(c: &Capture) -> HashMap<String, (i64, usize)> {
+    let mut out = HashMap::new();
+    for f in c.frames() {
+        if let firehose::Decoded::Event(d) = firehose::decode(&f.bytes) {
+            for (i, m) in d.messages.into_iter().enumerate() {
+                out.insert(m.msg_id, (d.seq, i));
+            }
+        }
+    }
+    out
+}
+
+/// The stream is in relay order, and a commit's ops in op order (subjects.md, "Order").
+pub async fn assert_order(js: &jetstream::Context, c: &Capture) {
+    let order = expected_order(c);
+    let stored = read_all(js, "BSKY").await;
+    let places: Vec<(i64, usize)> = stored
+        .iter()
+        .map(|m| *order.get(&m.msg_id).expect("a message of the capture"))
+        .collect();
+    for (i, w) in places.windows(2).enumerate() {
+        assert!(
+            w[0] < w[1],
+            "stream seq {}: {:?} then {:?}",
+            stored[i + 1].stream_seq,
+            w[0],
+            w[1]
+        );
+    }
+    for m in &stored {
+        assert_eq!(order[&m.msg_id].0, m.relay_seq, "Bsky-Seq of {}", m.msg_id);
+    }
 }
 
 /// The stream holds each expected message exactly once, with the right subject and content.
