@@ -296,3 +296,21 @@ async fn credentials_in_urls_work_and_never_show() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_store_stops_the_ingestor_with_the_reason() {
+    // The server may keep 3 MB in all: JetStream refuses publishes beyond, for good.
+    let nats = testkit::NatsServer::start_with_conf(
+        "max_payload: 8MB\njetstream { max_file_store: 3MB }\n",
+    )
+    .expect("nats-server");
+    let relay = relay(synth(5_000, 36), Default::default()).await;
+    let mut ingest = Ingest::spawn(&relay_base(&relay), &nats.url(), "full-store", &[], &[]);
+    let status = ingest.exit_within(Duration::from_secs(30));
+    assert!(!status.success());
+    let log = ingest.log_text();
+    assert!(
+        log.contains("JetStream refuses to store more") && log.contains("raise the limit"),
+        "{log}"
+    );
+}
