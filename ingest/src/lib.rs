@@ -138,9 +138,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     ));
 
     let mut failure: Option<anyhow::Error> = None;
+    // The first failure is returned (and logged by main); later ones are logged here.
     let mut fail = |e: anyhow::Error, shutdown: &CancellationToken| {
-        error!("{e:#}");
-        failure.get_or_insert(e);
+        match &failure {
+            Some(_) => error!("{e:#}"),
+            None => failure = Some(e),
+        }
         shutdown.cancel();
     };
     let mut publisher_done = false;

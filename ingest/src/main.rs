@@ -31,8 +31,7 @@ fn main() -> ExitCode {
         match ingest::run(config, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                tracing::error!("{e:#}");
-                eprintln!("ingest: {e:#}");
+                tracing::error!("stopping: {e:#}");
                 ExitCode::FAILURE
             }
         }
