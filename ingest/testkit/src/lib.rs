@@ -11,8 +11,9 @@
 //! state survives a server restart. The server runs with the same `max_payload`
 //! as `deploy/nats-server.conf` ([`MAX_PAYLOAD`]).
 //!
-//! Beside it, the two other things every process-level test needs once: [`free_port`]
-//! and [`ChildGuard`], a child process that is killed when the test ends. Fixtures and
+//! Beside it, what every process-level test and benchmark needs once: [`free_port`],
+//! [`ChildGuard`] (a child process that is killed when the test ends) and [`process`]
+//! (a process's memory and CPU time). Fixtures and
 //! frame builders live with the staging relay (`staging::fixtures`, `staging::frames`).
 //!
 //! The API is synchronous (`std::process`, `std::net`), so it works from plain
@@ -30,6 +31,8 @@
 //! nats.restart()?; // same port, same JetStream store
 //! # Ok::<(), testkit::Error>(())
 //! ```
+
+pub mod process;
 
 use std::env;
 use std::fs::{self, File, OpenOptions};

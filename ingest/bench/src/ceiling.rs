@@ -1,0 +1,147 @@
+//! The ceilings: what a plain async-nats JetStream publisher stores on this machine, with
+//! the ingestor's window and its acks awaited concurrently and in order, on a fresh
+//! nats-server, timed by the server's own first/last timestamps.
+//!
+//! - **bare**: no headers, no compression, a plain file stream: JetStream's ceiling.
+//! - **same configuration**: the ingestor's stream settings (`ingest::stream::stream_config`)
+//!   and exactly its headers (`ingest::publish::headers`): what the publish end could do
+//!   with the ingestor's design, minus the ingestor's own work.
+
+use crate::cost::Cpu;
+use anyhow::{anyhow, bail, Context as _};
+use async_nats::jetstream::context::PublishAckFuture;
+use async_nats::jetstream::{self, message::PublishMessage, stream};
+use bytes::Bytes;
+use futures_util::stream::FuturesOrdered;
+use futures_util::StreamExt;
+use std::future::IntoFuture;
+use std::time::Instant;
+
+/// One message to publish, as the decoder made it.
+pub struct Msg {
+    pub subject: async_nats::Subject,
+    pub payload: Bytes,
+    /// The frame's relay seq, as the `Bsky-Seq` header carries it.
+    pub seq: String,
+}
+
+/// Which ceiling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Bare,
+    SameConfig,
+}
+
+pub struct Ceiling {
+    pub rate: f64,
+    pub stored_secs: f64,
+    pub client_rate: f64,
+    /// Bytes of the server's store directory afterwards (compression included).
+    pub disk_bytes: u64,
+    pub cpu: Cpu,
+}
+
+/// Publishes `msgs` into a fresh stream on a fresh server.
+pub async fn run(kind: Kind, msgs: &[Msg], window: usize) -> anyhow::Result<Ceiling> {
+    let nats = testkit::NatsServer::start().context("starting nats-server")?;
+    let nats_pid = nats.pid();
+    let defaults = ingest::config::Config::default();
+    let client = async_nats::connect(nats.url()).await?;
+    let publish = ingest::config::Publish {
+        window,
+        ..defaults.publish.clone()
+    };
+    let js = ingest::publish::context(client.clone(), &publish);
+    let cfg = match kind {
+        Kind::Bare => stream::Config {
+            name: "BARE".into(),
+            subjects: vec![ingest::stream::all_subjects()],
+            ..Default::default()
+        },
+        Kind::SameConfig => ingest::stream::stream_config(&defaults.stream),
+    };
+    let name = cfg.name.clone();
+    let mut stream = js
+        .create_stream(cfg)
+        .await
+        .map_err(|e| anyhow!("creating stream {name}: {e}"))?;
+
+    let cpu0 = Cpu::now(None, nats_pid);
+    let start = Instant::now();
+    let mut inflight: FuturesOrdered<<PublishAckFuture as IntoFuture>::IntoFuture> =
+        FuturesOrdered::new();
+    for (i, m) in msgs.iter().enumerate() {
+        while inflight.len() >= window {
+            if let Some(ack) = inflight.next().await {
+                ack.map_err(|e| anyhow!("ack: {e}"))?;
+            }
+        }
+        let message = match kind {
+            Kind::Bare => PublishMessage::build().payload(m.payload.clone()),
+            Kind::SameConfig => {
+                let mut message = PublishMessage::build().payload(m.payload.clone());
+                for (name, values) in ingest::publish::headers(i as u64, &m.seq).iter() {
+                    for v in values {
+                        message = message.header(name.clone(), v.clone());
+                    }
+                }
+                message
+            }
+        };
+        let ack = js
+            .send_publish(m.subject.clone(), message)
+            .await
+            .map_err(|e| anyhow!("publish {i}: {e}"))?;
+        inflight.push_back(ack.into_future());
+    }
+    while let Some(ack) = inflight.next().await {
+        ack.map_err(|e| anyhow!("ack: {e}"))?;
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = Cpu::now(None, nats_pid).since(&cpu0);
+
+    let n = msgs.len() as u64;
+    let state = holding(&mut stream, n).await?;
+    let stored_secs = (state.last_timestamp - state.first_timestamp).as_seconds_f64();
+    Ok(Ceiling {
+        rate: n as f64 / stored_secs,
+        stored_secs,
+        client_rate: n as f64 / wall,
+        disk_bytes: dir_size(&nats.store_dir()),
+        cpu,
+    })
+}
+
+/// The stream's state, which must hold exactly `n` messages (each op exactly once).
+pub async fn holding(
+    stream: &mut jetstream::stream::Stream,
+    n: u64,
+) -> anyhow::Result<jetstream::stream::State> {
+    let info = stream
+        .info()
+        .await
+        .map_err(|e| anyhow!("stream info: {e}"))?;
+    if info.state.messages != n {
+        bail!(
+            "stream {} holds {} messages, expected {n}",
+            info.config.name,
+            info.state.messages
+        );
+    }
+    Ok(info.state.clone())
+}
+
+/// Bytes of every file under `dir`.
+pub fn dir_size(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            Ok(_) => e.metadata().map_or(0, |m| m.len()),
+            Err(_) => 0,
+        })
+        .sum()
+}
