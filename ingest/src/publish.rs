@@ -305,7 +305,7 @@ impl Publisher {
             // Headers take well under 128 bytes.
             if m.payload.len() + 128 > max_payload {
                 self.metrics.skip(firehose::SkipReason::TooLargeForNats);
-                warn!(seq = batch.seq, id = %m.msg_id, bytes = m.payload.len(), max_payload, "message larger than the server's max_payload; skipped (raise max_payload)");
+                warn!(seq = batch.seq, id = %m.id(), bytes = m.payload.len(), max_payload, "message larger than the server's max_payload; skipped (raise max_payload)");
                 continue;
             }
             ended = i + 1 == n;

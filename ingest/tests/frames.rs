@@ -149,7 +149,7 @@ async fn every_kind_and_every_defect() {
         .expect("decodes")
         .messages
         .into_iter()
-        .map(|m| m.msg_id)
+        .map(|m| m.id())
         .collect();
     assert_eq!(oversized_ids.len(), 200);
     for id in &oversized_ids {

@@ -92,10 +92,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!(
-        "machine: {cores} cores, {}",
-        testkit::process::cpu_model()
-    );
+    println!("machine: {cores} cores, {}", testkit::process::cpu_model());
     println!(
         "ingest binary: {} (built {})",
         ingest_bin.display(),

@@ -224,14 +224,18 @@ impl Action {
 pub struct Message {
     /// `bsky.<collection>` for record ops, `bsky.identity` / `bsky.account` / `bsky.sync`.
     pub subject: String,
-    /// Deterministic de-duplication id (`Nats-Msg-Id`), independent of the relay.
-    pub msg_id: String,
     /// Jetstream-v1-shaped JSON.
     pub payload: Vec<u8>,
     pub action: Action,
 }
 
 impl Message {
+    /// The relay-independent event id (subjects.md, "Event ids"), read back from the
+    /// payload. Not computed on the hot path: logs and tests ask for it.
+    pub fn id(&self) -> String {
+        event_id(&self.payload).unwrap_or_default()
+    }
+
     /// The record collection, for record ops.
     pub fn collection(&self) -> Option<&str> {
         match self.action {
@@ -252,6 +256,56 @@ impl Control {
             Control::Error { .. } => Kind::Error,
         }
     }
+}
+
+/// The relay-independent id of an event payload (subjects.md, "Event ids"), or `None` when
+/// the payload is not one of the contract's events.
+pub fn event_id(payload: &[u8]) -> Option<String> {
+    use std::borrow::Cow;
+    #[derive(Deserialize)]
+    struct Body<'a> {
+        #[serde(borrow, default)]
+        rev: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        collection: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        rkey: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        time: Option<Cow<'a, str>>,
+        #[serde(default)]
+        active: Option<bool>,
+        #[serde(borrow, default)]
+        status: Option<Cow<'a, str>>,
+    }
+    #[derive(Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow)]
+        did: Cow<'a, str>,
+        #[serde(borrow)]
+        kind: Cow<'a, str>,
+        #[serde(borrow, default)]
+        commit: Option<Body<'a>>,
+        #[serde(borrow, default)]
+        identity: Option<Body<'a>>,
+        #[serde(borrow, default)]
+        account: Option<Body<'a>>,
+        #[serde(borrow, default)]
+        sync: Option<Body<'a>>,
+    }
+    let e: Envelope = serde_json::from_slice(payload).ok()?;
+    let did = &e.did;
+    Some(match (&*e.kind, e.commit, e.identity, e.account, e.sync) {
+        ("commit", Some(c), ..) => format!("{did}/{}/{}@{}", c.collection?, c.rkey?, c.rev?),
+        ("identity", _, Some(i), ..) => format!("identity:{did}@{}", i.time?),
+        ("account", _, _, Some(a), _) => format!(
+            "account:{did}@{}:{}:{}",
+            a.time?,
+            a.active.unwrap_or(true),
+            a.status.as_deref().unwrap_or("")
+        ),
+        ("sync", .., Some(s)) => format!("sync:{did}@{}", s.rev.or(s.time)?),
+        _ => return None,
+    })
 }
 
 /// A control message from the relay: not published, acted on by the connection.
@@ -431,12 +485,6 @@ struct EventHead<'a> {
     did: &'a str,
     #[serde(borrow)]
     time: &'a str,
-    #[serde(borrow, default)]
-    rev: Option<&'a str>,
-    #[serde(default)]
-    active: Option<bool>,
-    #[serde(borrow, default)]
-    status: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
@@ -536,28 +584,10 @@ fn decode_event(t: &str, body: &[u8]) -> Result<Decoded, FrameError> {
     let head: EventHead = from_body(body)?;
     check_did(head.did)?;
     let time_us = event_time(head.time)?;
-    let (kind, action, msg_id) = match t {
-        "#identity" => (
-            Kind::Identity,
-            Action::Identity,
-            format!("identity:{}@{}", head.did, head.time),
-        ),
-        "#account" => (
-            Kind::Account,
-            Action::Account,
-            format!(
-                "account:{}@{}:{}:{}",
-                head.did,
-                head.time,
-                head.active.unwrap_or(true),
-                head.status.unwrap_or("")
-            ),
-        ),
-        _ => (
-            Kind::Sync,
-            Action::Sync,
-            format!("sync:{}@{}", head.did, head.rev.unwrap_or(head.time)),
-        ),
+    let (kind, action) = match t {
+        "#identity" => (Kind::Identity, Action::Identity),
+        "#account" => (Kind::Account, Action::Account),
+        _ => (Kind::Sync, Action::Sync),
     };
     let mut payload = Vec::with_capacity(body.len() * 2 + 128);
     open_envelope(&mut payload, head.did, time_us, kind.as_str());
@@ -569,7 +599,6 @@ fn decode_event(t: &str, body: &[u8]) -> Result<Decoded, FrameError> {
         time_us,
         messages: vec![Message {
             subject: format!("{SUBJECT_PREFIX}.{}", kind.as_str()),
-            msg_id,
             payload,
             action,
         }],
@@ -675,7 +704,6 @@ fn commit_op(
 
     Ok(Message {
         subject: format!("{SUBJECT_PREFIX}.{collection}"),
-        msg_id: format!("{}/{}/{}@{}", c.repo, collection, rkey, c.rev),
         payload: p,
         action,
     })
@@ -684,6 +712,37 @@ fn commit_op(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_ids_follow_the_contract() {
+        let id = |j: &str| event_id(j.as_bytes());
+        assert_eq!(
+            id(
+                r#"{"did":"did:plc:a","time_us":1,"kind":"commit","commit":{"rev":"3k","operation":"create","collection":"app.bsky.feed.like","rkey":"3l","record":{}}}"#
+            ),
+            Some("did:plc:a/app.bsky.feed.like/3l@3k".into())
+        );
+        assert_eq!(
+            id(
+                r#"{"did":"did:plc:a","time_us":1,"kind":"identity","identity":{"did":"did:plc:a","seq":5,"time":"2026-07-04T14:38:07.877Z"}}"#
+            ),
+            Some("identity:did:plc:a@2026-07-04T14:38:07.877Z".into())
+        );
+        assert_eq!(
+            id(
+                r#"{"did":"did:plc:a","time_us":1,"kind":"account","account":{"active":false,"did":"did:plc:a","seq":5,"status":"takendown","time":"T"}}"#
+            ),
+            Some("account:did:plc:a@T:false:takendown".into())
+        );
+        assert_eq!(
+            id(
+                r#"{"did":"did:plc:a","time_us":1,"kind":"sync","sync":{"did":"did:plc:a","rev":"3m","seq":5,"time":"T"}}"#
+            ),
+            Some("sync:did:plc:a@3m".into())
+        );
+        assert_eq!(id(r#"{"did":"did:plc:a","kind":"other"}"#), None);
+        assert_eq!(id("not json"), None);
+    }
 
     #[test]
     fn skip_reason_labels_are_distinct() {

@@ -37,7 +37,7 @@ fn corpus_matches_production_jetstream() {
             got["time_us"] = want["time_us"].clone();
             assert_eq!(&got, want);
             *subjects.entry(m.subject.clone()).or_default() += 1;
-            assert!(ids.insert(m.msg_id.clone()), "duplicate id {}", m.msg_id);
+            assert!(ids.insert(m.id().clone()), "duplicate id {}", m.id());
             seen += 1;
         }
     }

@@ -25,7 +25,7 @@ fn sync_event() {
     let m = &d.messages[0];
     assert_eq!(m.subject, "bsky.sync");
     assert_eq!(m.action, Action::Sync);
-    assert_eq!(m.msg_id, format!("sync:{DID}@3mptbypluud2a"));
+    assert_eq!(m.id(), format!("sync:{DID}@3mptbypluud2a"));
     let v = json(m);
     assert_eq!(v["kind"], "sync");
     assert_eq!(v["did"], DID);

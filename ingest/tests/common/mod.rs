@@ -201,37 +201,6 @@ pub async fn wait_exact(
     assert_exact(js, expected).await;
 }
 
-/// The relay-independent id of an event, from its payload alone (subjects.md, "Event
-/// ids").
-pub fn event_id(v: &Value) -> String {
-    let did = v["did"].as_str().expect("did");
-    let s = |p: &str| {
-        v.pointer(p)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
-    };
-    match v["kind"].as_str().expect("kind") {
-        "commit" => format!(
-            "{did}/{}/{}@{}",
-            s("/commit/collection"),
-            s("/commit/rkey"),
-            s("/commit/rev")
-        ),
-        "identity" => format!("identity:{did}@{}", s("/identity/time")),
-        "account" => format!(
-            "account:{did}@{}:{}:{}",
-            s("/account/time"),
-            v.pointer("/account/active")
-                .and_then(Value::as_bool)
-                .unwrap_or(true),
-            s("/account/status")
-        ),
-        "sync" => format!("sync:{did}@{}", s("/sync/rev")),
-        other => panic!("kind {other}"),
-    }
-}
-
 /// One stored message.
 #[derive(Debug, Clone)]
 pub struct Stored {
@@ -274,7 +243,7 @@ pub async fn read_all(js: &jetstream::Context, stream: &str) -> Vec<Stored> {
         out.push(Stored {
             stream_seq: info.stream_sequence,
             subject: m.subject.to_string(),
-            msg_id: event_id(&json),
+            msg_id: firehose::event_id(&m.payload).expect("a contract event"),
             relay_seq: get("Bsky-Seq").parse().expect("Bsky-Seq header"),
             json,
         });
@@ -321,7 +290,7 @@ pub fn expected_messages(c: &Capture) -> HashMap<String, (String, Value)> {
             for m in d.messages {
                 let v: Value = serde_json::from_slice(&m.payload).expect("json");
                 assert!(
-                    out.insert(m.msg_id, (m.subject, v)).is_none(),
+                    out.insert(m.id(), (m.subject, v)).is_none(),
                     "ids are unique"
                 );
             }
@@ -336,7 +305,7 @@ pub fn expected_order(c: &Capture) -> HashMap<String, (i64, usize)> {
     for f in c.frames() {
         if let firehose::Decoded::Event(d) = firehose::decode(&f.bytes) {
             for (i, m) in d.messages.into_iter().enumerate() {
-                out.insert(m.msg_id, (d.seq, i));
+                out.insert(m.id(), (d.seq, i));
             }
         }
     }
