@@ -24,18 +24,23 @@
 //! `publish.window_bytes` whatever the backlog.
 
 use crate::cursor::Position;
-use crate::metrics::{Metrics, OpLabel};
+use crate::metrics::Metrics;
 use crate::relay::Batch;
 use async_nats::jetstream::context::Context;
 use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use prometheus_client::metrics::counter::Counter;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+
+mod ack;
+mod window;
+
+use ack::{parse_ack, Ack, Failure, PERMANENT};
+use window::{Outgoing, Pending, Window, BACKOFF_MAX, BACKOFF_MIN, LABELS};
 
 /// Header carrying the relay seq of the frame a message came from.
 pub const SEQ_HEADER: &str = "Bsky-Seq";
@@ -92,110 +97,6 @@ pub struct Publisher {
     /// The stream's last sequence at start: the first publish expects it.
     pub last_sequence: u64,
 }
-
-/// One message awaiting its ack (or a frame without messages, to move the cursor).
-struct Pending {
-    relay_seq: i64,
-    last_of_frame: bool,
-    msg: Option<Outgoing>,
-}
-
-struct Outgoing {
-    subject: Subject,
-    payload: Bytes,
-    relay_seq_text: std::sync::Arc<str>,
-    /// The stream sequence it gets.
-    stream_seq: u64,
-    sent: Instant,
-    acked: bool,
-    /// `ops{action, collection}`, counted when the ack arrives.
-    counter: Counter,
-}
-
-/// What an ack says.
-enum Ack {
-    Stored(u64),
-    /// The message was refused; `code` 0 when the server gave none (e.g. no responders).
-    Refused {
-        code: u64,
-        description: String,
-    },
-}
-
-fn parse_ack(m: &async_nats::Message) -> Ack {
-    #[derive(serde::Deserialize)]
-    struct Raw {
-        seq: Option<u64>,
-        error: Option<RawError>,
-    }
-    #[derive(serde::Deserialize)]
-    struct RawError {
-        #[serde(default)]
-        err_code: u64,
-        #[serde(default)]
-        description: String,
-    }
-    if let Some(status) = m.status {
-        return Ack::Refused {
-            code: 0,
-            description: format!("status {status} {}", m.description.as_deref().unwrap_or("")),
-        };
-    }
-    match serde_json::from_slice::<Raw>(&m.payload) {
-        Ok(Raw {
-            seq: Some(s),
-            error: None,
-        }) => Ack::Stored(s),
-        Ok(Raw { error: Some(e), .. }) => Ack::Refused {
-            code: e.err_code,
-            description: e.description,
-        },
-        _ => Ack::Refused {
-            code: 0,
-            description: format!("unreadable ack {:?}", String::from_utf8_lossy(&m.payload)),
-        },
-    }
-}
-
-/// What went wrong with a publish.
-enum Failure {
-    /// Lost, late, refused out of order: a recovery round cures it.
-    Retry(String),
-    /// JetStream will go on refusing (see [`PERMANENT`]).
-    Permanent { code: u64, description: String },
-}
-
-/// JetStream error codes that no resend will cure.
-const PERMANENT: [u64; 4] = [
-    10002, // account resources exceeded
-    10023, // insufficient resources
-    10047, // storage resources exceeded
-    10054, // message size exceeds the stream's maximum
-];
-
-/// The publisher's state while `run` goes.
-struct Window {
-    pending: VecDeque<Pending>,
-    /// Payload bytes in `pending`.
-    bytes: usize,
-    /// Messages sent and not acked.
-    unacked: usize,
-    /// The stream sequence the next new message gets.
-    next_seq: u64,
-    /// Reply subjects are `<inbox>.<round>.<stream seq>`: acks of an earlier round are
-    /// ignored.
-    inbox: String,
-    round: u64,
-    position: Position,
-    backoff: Duration,
-    last_warn: Option<Instant>,
-    counters: Vec<Option<Counter>>,
-}
-
-/// Collection label slots: [`crate::metrics::COLLECTIONS`], then `other`, then `none`.
-const LABELS: usize = crate::metrics::COLLECTIONS.len() + 2;
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 impl Publisher {
     /// Publishes every batch from `rx` until it closes, then waits for the window to drain
@@ -574,64 +475,6 @@ impl Publisher {
             )));
         }
         Ok(())
-    }
-}
-
-impl Window {
-    /// The message that gets stream sequence `seq`, if it is in the window.
-    fn find(&mut self, seq: u64) -> Option<&mut Outgoing> {
-        // Messages are in stream-sequence order; placeholders hold none. Search from the
-        // back of the window's messages by offset, falling back to a scan.
-        let first = self
-            .pending
-            .iter()
-            .find_map(|p| p.msg.as_ref().map(|m| m.stream_seq))?;
-        let offset = usize::try_from(seq.checked_sub(first)?).ok()?;
-        let guess = self
-            .pending
-            .get(offset)
-            .and_then(|p| p.msg.as_ref())
-            .map(|m| m.stream_seq);
-        if guess == Some(seq) {
-            return self.pending.get_mut(offset)?.msg.as_mut();
-        }
-        self.pending
-            .iter_mut()
-            .filter_map(|p| p.msg.as_mut())
-            .find(|m| m.stream_seq == seq)
-    }
-
-    /// The `ops` counter of an action and collection, from the registry the first time.
-    fn counter(
-        &mut self,
-        metrics: &Metrics,
-        action: firehose::Action,
-        collection: Option<&str>,
-    ) -> Counter {
-        let label = collection.map_or("none", Metrics::collection_label);
-        let column = match label {
-            "none" => LABELS - 1,
-            "other" => LABELS - 2,
-            l => crate::metrics::COLLECTIONS
-                .iter()
-                .position(|c| *c == l)
-                .unwrap_or(LABELS - 2),
-        };
-        let row = firehose::Action::ALL
-            .iter()
-            .position(|a| *a == action)
-            .unwrap_or(0);
-        self.counters[row * LABELS + column]
-            .get_or_insert_with(|| {
-                metrics
-                    .ops
-                    .get_or_create(&OpLabel {
-                        action: action.as_str(),
-                        collection: label,
-                    })
-                    .clone()
-            })
-            .clone()
     }
 }
 
