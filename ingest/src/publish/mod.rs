@@ -29,7 +29,7 @@ use crate::relay::Batch;
 use async_nats::jetstream::context::Context;
 use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -162,8 +162,13 @@ impl Publisher {
             tokio::select! {
                 biased;
                 Some(ack) = acks.next() => {
+                    // Take every ack already here, then move the cursor once.
+                    let mut next = Some(ack);
+                    while let Some(ack) = next {
                         if let Err(f) = self.on_ack(&mut w, &ack) {
-                        failed = Some(f);
+                            failed.get_or_insert(f);
+                        }
+                        next = acks.next().now_or_never().flatten();
                     }
                     self.complete_front(&mut w, &cursor);
                 }
@@ -244,7 +249,7 @@ impl Publisher {
     /// One publish; the caller keeps the message until its ack.
     async fn publish(&self, w: &Window, m: &mut Outgoing) -> Result<(), Failure> {
         m.sent = Instant::now();
-        let reply = format!("{}.{}.{}", w.inbox, w.round, m.stream_seq);
+        let reply = w.reply(m.stream_seq);
         self.client
             .publish_with_reply_and_headers(
                 m.subject.clone(),

@@ -52,6 +52,21 @@ pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 impl Window {
+    /// The reply subject of the message that gets stream sequence `seq` in this round.
+    pub fn reply(&self, seq: u64) -> String {
+        let mut round = itoa::Buffer::new();
+        let round = round.format(self.round);
+        let mut seq_text = itoa::Buffer::new();
+        let seq_text = seq_text.format(seq);
+        let mut r = String::with_capacity(self.inbox.len() + round.len() + seq_text.len() + 2);
+        r.push_str(&self.inbox);
+        r.push('.');
+        r.push_str(round);
+        r.push('.');
+        r.push_str(seq_text);
+        r
+    }
+
     /// The message that gets stream sequence `seq`, if it is in the window.
     pub fn find(&mut self, seq: u64) -> Option<&mut Outgoing> {
         // Messages are in stream-sequence order; placeholders hold none. Search from the
