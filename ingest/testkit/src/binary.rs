@@ -145,7 +145,9 @@ pub fn legacy_server_or_skip(test: &str) -> Option<PathBuf> {
         env::var_os("CI").is_none(),
         "{test}: CI must run `bash deploy/setup-nats.sh --with-legacy` first (apt-get is here)"
     );
-    eprintln!("skipped {test}: no .tools/legacy/nats-server; run bash deploy/setup-nats.sh --with-legacy");
+    eprintln!(
+        "skipped {test}: no .tools/legacy/nats-server; run bash deploy/setup-nats.sh --with-legacy"
+    );
     None
 }
 

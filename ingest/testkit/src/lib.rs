@@ -50,11 +50,11 @@ mod binary;
 mod child;
 mod cluster;
 
+use binary::find_server;
 pub use binary::{
     legacy_nats_server_binary, legacy_server_or_skip, nats_server_binary, parse_version,
     server_version, workspace_root,
 };
-use binary::find_server;
 pub use child::ChildGuard;
 pub use cluster::Cluster;
 
@@ -410,7 +410,6 @@ impl Drop for NatsServer {
     }
 }
 
-
 /// The HTTP status of `GET path` on 127.0.0.1:`port`, or `None` if nothing answers.
 pub(crate) fn http_status(port: u16, path: &str) -> Option<u16> {
     let mut stream = connect(port)?;
@@ -474,4 +473,3 @@ pub(crate) fn log_tail(path: &Path, offset: u64) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
-

@@ -181,7 +181,8 @@ fn drop_kills_the_server() {
 
 #[test]
 fn legacy_server_starts_when_asked_for_explicitly() {
-    let Some(legacy) = testkit::legacy_server_or_skip("legacy_server_starts_when_asked_for_explicitly")
+    let Some(legacy) =
+        testkit::legacy_server_or_skip("legacy_server_starts_when_asked_for_explicitly")
     else {
         return;
     };
@@ -247,5 +248,9 @@ fn cluster_of_three_is_healthy_and_a_node_can_be_killed() {
 }
 
 fn port_of(url: &str) -> u16 {
-    url.rsplit(':').next().expect("port").parse().expect("port number")
+    url.rsplit(':')
+        .next()
+        .expect("port")
+        .parse()
+        .expect("port number")
 }
