@@ -253,6 +253,14 @@ async fn main_command_falls_back_to_staging_brings_up_the_stack_and_ctrl_c_leave
                 "{name} is listed:\n{out}"
             );
             assert_eq!(http_status(*port, path), Some(*want), "{name} {path}");
+            if *name == "charts" {
+                // run.sh passes BSKY_CHARTS_UPSTREAM__LABEL=staging on the staging relay.
+                let page = http_body(*port, path);
+                assert!(
+                    page.to_lowercase().contains("staging"),
+                    "the charts page marks staging data:\n{page}"
+                );
+            }
         } else {
             assert!(
                 out.contains(&format!("{name}: not built")),
