@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace against real nats-servers.
 #
-#   bash deploy/test.sh [extra cargo test args...]
+#   bash deploy/test.sh                  the whole suite
+#   bash deploy/test.sh CARGO_TEST_ARGS  a part of it: `cargo test CARGO_TEST_ARGS`,
+#                                        e.g. -p staging --test cli
 #
 # 1. deploy/setup-nats.sh --with-legacy: a nats-server >= 2.10 (exported as
-#    NATS_SERVER_BIN) and Debian's 2.9 in .tools/legacy/ for the refusal tests;
+#    NATS_SERVER_BIN) and, where apt-get can provide it, Debian's 2.9 in
+#    .tools/legacy/ for the refusal tests (elsewhere they skip, saying why);
 # 2. cargo test --workspace --all-targets, then the doc tests (--all-targets
 #    leaves them out). Each test starts its own servers through the testkit crate.
+# Reads nothing outside the checkout but what the environment names explicitly
+# ($NATS_SERVER_BIN, $BSKY_FIXTURES, $CARGO_TARGET_DIR).
 # Exits non-zero if set-up or any test fails.
 set -euo pipefail
 
@@ -24,5 +29,9 @@ command -v cargo >/dev/null || {
 NATS_SERVER_BIN=$(bash deploy/setup-nats.sh --with-legacy)
 export NATS_SERVER_BIN
 
-cargo test --workspace --all-targets "$@"
-cargo test --workspace --doc "$@"
+if (($#)); then
+    cargo test "$@"
+else
+    cargo test --workspace --all-targets
+    cargo test --workspace --doc
+fi

@@ -339,8 +339,14 @@ pub async fn connect(settings: &Settings) -> Result<async_nats::Client, ConnectE
             .add_client_certificate(cert.clone(), key.clone())
             .require_tls(true);
     }
+    // async-nats takes one URL per list element; a comma-separated string is one bad URL.
+    let servers: Vec<&str> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
     let client = opts
-        .connect(url.as_str())
+        .connect(servers)
         .await
         .map_err(|e| ConnectError::Unreachable {
             url: redact(&settings.url),

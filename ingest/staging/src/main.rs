@@ -1,8 +1,8 @@
 //! `staging`: record, replay, synthesize and inspect firehose captures.
 //!
 //! Thin on purpose: parses flags, builds the library's options and calls
-//! [`staging::record::record`], [`staging::replay::serve`] or
-//! [`staging::synth::synthesize`].
+//! [`staging::record::record`], [`staging::replay::serve`],
+//! [`staging::synth::synthesize`] or [`staging::record::probe`].
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -37,6 +37,19 @@ enum Command {
     Synth(SynthArgs),
     /// Print a capture's frame count, seq and time ranges, sizes and kinds.
     Info(InfoArgs),
+    /// Check that a relay answers: a subscribeRepos WebSocket handshake within a timeout.
+    /// Exits 0 when it does, 1 (with the reason on stderr) when it does not.
+    Probe(ProbeArgs),
+}
+
+#[derive(Args, Debug)]
+struct ProbeArgs {
+    /// Relay URL, ws:// or wss://; a bare host gets /xrpc/com.atproto.sync.subscribeRepos.
+    #[arg(long, default_value = record::DEFAULT_RELAY)]
+    url: String,
+    /// Seconds to wait for the handshake.
+    #[arg(long, default_value_t = 5.0)]
+    timeout: f64,
 }
 
 #[derive(Args, Debug)]
@@ -171,7 +184,17 @@ fn main() -> Result<()> {
         Command::Synth(args) => synth_cmd(args),
         Command::Record(args) => runtime()?.block_on(record_cmd(args)),
         Command::Replay(args) => runtime()?.block_on(replay_cmd(args)),
+        Command::Probe(args) => runtime()?.block_on(probe_cmd(args)),
     }
+}
+
+async fn probe_cmd(args: ProbeArgs) -> Result<()> {
+    if !(args.timeout.is_finite() && args.timeout > 0.0) {
+        bail!("--timeout must be a positive number of seconds");
+    }
+    record::probe(&args.url, Duration::from_secs_f64(args.timeout)).await?;
+    println!("{} answers", args.url);
+    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

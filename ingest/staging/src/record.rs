@@ -88,6 +88,14 @@ pub enum RecordError {
         /// The WebSocket error.
         source: Box<tokio_tungstenite::tungstenite::Error>,
     },
+    /// No WebSocket handshake within the time given ([`probe`]).
+    #[error("no answer from {url} within {after:?}")]
+    Timeout {
+        /// The URL requested.
+        url: String,
+        /// How long it waited.
+        after: Duration,
+    },
     /// The connection failed while recording (after `frames` frames).
     #[error("connection failed after {frames} frames: {source}")]
     Stream {
@@ -119,6 +127,28 @@ pub fn subscribe_url(base: &str, cursor: Option<u64>) -> Result<String, RecordEr
         url.push_str(&format!("cursor={cursor}"));
     }
     Ok(url)
+}
+
+/// Is the relay reachable? Opens its subscribeRepos WebSocket (the handshake only, no
+/// cursor) within `timeout`, then closes it. `deploy/run.sh` asks this before choosing
+/// the live relay over the staging one.
+pub async fn probe(base: &str, timeout: Duration) -> Result<(), RecordError> {
+    let url = subscribe_url(base, None)?;
+    match tokio::time::timeout(timeout, tokio_tungstenite::connect_async(url.as_str())).await {
+        Ok(Ok((mut ws, _response))) => {
+            // A polite close; the answer does not matter any more.
+            let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(RecordError::Connect {
+            url,
+            source: Box::new(e),
+        }),
+        Err(_) => Err(RecordError::Timeout {
+            url,
+            after: timeout,
+        }),
+    }
 }
 
 /// Connects to the relay and writes every binary message to `writer` until a limit, the

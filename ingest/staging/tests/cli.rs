@@ -57,3 +57,50 @@ fn synth_writes_a_capture_that_info_reads() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--mix"));
 }
+
+/// `staging probe` says a relay answers when it does, and fails with the reason, quickly,
+/// when nothing listens (deploy/run.sh falls back to the staging relay on that).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_tells_a_live_relay_from_a_dead_one() {
+    let capture = common::corpus();
+    let relay = staging::replay::spawn(capture, Default::default())
+        .await
+        .unwrap();
+    let url = format!("ws://{}", relay.addr());
+    let probe = |url: String| {
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_staging"))
+                .args(["probe", "--url", &url, "--timeout", "3"])
+                .env("RUST_LOG", "warn")
+                .output()
+                .unwrap()
+        })
+    };
+    let up = probe(url.clone()).await.unwrap();
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    assert!(String::from_utf8_lossy(&up.stdout).contains("answers"));
+
+    let closed = free_port();
+    let started = std::time::Instant::now();
+    let down = probe(format!("ws://127.0.0.1:{closed}")).await.unwrap();
+    assert_eq!(down.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&down.stderr);
+    assert!(err.contains(&format!("127.0.0.1:{closed}")), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "a refused connection is reported at once"
+    );
+}
+
+/// A port nothing listens on (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -7,7 +7,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use testkit::{parse_version, NatsServer, MAX_PAYLOAD, MIN_SERVER_VERSION};
@@ -21,6 +20,18 @@ struct Raw {
 }
 
 impl Raw {
+    /// The INFO line a server sends before any authentication.
+    fn info_only(port: u16) -> String {
+        let stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).expect("INFO");
+        assert!(line.starts_with("INFO {"), "{line:?}");
+        line
+    }
+
     fn connect(port: u16) -> Raw {
         let stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect");
         stream
@@ -170,14 +181,9 @@ fn drop_kills_the_server() {
 
 #[test]
 fn legacy_server_starts_when_asked_for_explicitly() {
-    let Some(legacy) = testkit::legacy_nats_server_binary() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run `deploy/setup-nats.sh --with-legacy` first"
-        );
-        eprintln!(
-            "skipped: no .tools/legacy/nats-server (bash deploy/setup-nats.sh --with-legacy)"
-        );
+    let Some(legacy) =
+        testkit::legacy_server_or_skip("legacy_server_starts_when_asked_for_explicitly")
+    else {
         return;
     };
     let nats = NatsServer::start_with_binary(&legacy).expect("start 2.9");
@@ -187,48 +193,64 @@ fn legacy_server_starts_when_asked_for_explicitly() {
     assert!(raw.info.contains("\"jetstream\":true"), "{}", raw.info);
 }
 
-/// deploy/run.sh starts `nats-server -c deploy/nats-server.conf -sd DIR`; the
-/// flags must override the file, and the file must give 8 MB payloads.
+/// The shipped single-node file, started the way deploy/run.sh does (`-c FILE -sd DIR`,
+/// passwords in the environment): flags override its ports, it gives 8 MB payloads, and
+/// it asks every client for credentials.
 #[test]
 fn deploy_config_works_with_the_pinned_server() {
-    let binary = testkit::nats_server_binary().expect("binary");
     let conf = testkit::workspace_root().join("deploy/nats-server.conf");
-    let store = tempfile::tempdir().expect("tempdir");
-    let free = || {
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port")
-    };
-    let (port, monitor) = (free(), free());
-    let mut child = Command::new(&binary)
-        .arg("-c")
-        .arg(&conf)
-        .args(["-p", &port.to_string(), "-m", &monitor.to_string(), "-sd"])
-        .arg(store.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let info = loop {
-        if let Ok(stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) {
-            let mut line = String::new();
-            BufReader::new(stream).read_line(&mut line).expect("INFO");
-            break line;
-        }
-        assert!(child.try_wait().expect("wait").is_none(), "server exited");
-        assert!(Instant::now() < deadline, "not ready in 10 s");
-        std::thread::sleep(Duration::from_millis(25));
-    };
-    let _ = child.kill();
-    let _ = child.wait();
+    let env = [
+        ("BSKY_NATS_INGEST_PASSWORD", "pIngest1"),
+        ("BSKY_NATS_CHARTS_PASSWORD", "pCharts1"),
+        ("BSKY_NATS_FEEDGEN_PASSWORD", "pFeedgen1"),
+        ("BSKY_NATS_GATEWAY_PASSWORD", "pGateway1"),
+        ("BSKY_NATS_OPERATOR_PASSWORD", "pOperator1"),
+        ("BSKY_NATS_SYS_PASSWORD", "pSys1"),
+    ];
+    let nats = NatsServer::start_with_config(&conf, &env).expect("deploy/nats-server.conf");
+    let info = Raw::info_only(nats.port());
     assert!(
         info.contains(&format!("\"max_payload\":{MAX_PAYLOAD}")),
         "{info}"
     );
     assert!(info.contains("\"jetstream\":true"), "{info}");
-    assert!(info.contains("\"server_name\":\"ingest-local\""), "{info}");
-    assert!(store.path().join("jetstream").is_dir());
+    assert!(info.contains("\"auth_required\":true"), "{info}");
+    assert!(nats.store_dir().join("jetstream").is_dir());
+}
+
+/// Without the passwords in its environment the server does not start, and says which
+/// variable is missing.
+#[test]
+fn deploy_config_without_passwords_names_the_missing_variable() {
+    let conf = testkit::workspace_root().join("deploy/nats-server.conf");
+    let err = NatsServer::start_with_config(&conf, &[]).expect_err("must not start");
+    assert!(err.to_string().contains("BSKY_NATS_"), "{err}");
+}
+
+/// Three nodes routed into one JetStream cluster; a killed node stays down, the others run.
+#[test]
+fn cluster_of_three_is_healthy_and_a_node_can_be_killed() {
+    let mut cluster = testkit::Cluster::start(3).expect("cluster");
+    assert_eq!(cluster.len(), 3);
+    for i in 0..3 {
+        let info = Raw::info_only(port_of(&cluster.url(i)));
+        assert!(
+            info.contains(&format!("\"server_name\":\"{}\"", cluster.name(i))),
+            "{info}"
+        );
+        assert!(info.contains("\"cluster\":"), "{info}");
+    }
+    assert_eq!(cluster.index_of(cluster.name(1)), Some(1));
+    cluster.kill(1);
+    assert!(!cluster.is_running(1));
+    assert!(cluster.is_running(0) && cluster.is_running(2));
+    assert!(TcpStream::connect((Ipv4Addr::LOCALHOST, port_of(&cluster.url(1)))).is_err());
+}
+
+fn port_of(url: &str) -> u16 {
+    url.rsplit(':')
+        .next()
+        .expect("port")
+        .parse()
+        .expect("port number")
 }

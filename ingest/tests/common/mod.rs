@@ -213,16 +213,41 @@ pub struct Stored {
 
 /// Every message of the stream, read by a pull consumer with explicit acks.
 pub async fn read_all(js: &jetstream::Context, stream: &str) -> Vec<Stored> {
-    let mut s = js.get_stream(stream).await.expect("stream");
-    let total = s.info().await.expect("info").state.messages;
-    let c = s
-        .create_consumer(consumer::pull::Config {
+    read_with(
+        js,
+        stream,
+        consumer::pull::Config {
             filter_subject: "bsky.>".into(),
             ack_policy: consumer::AckPolicy::Explicit,
             ..Default::default()
-        })
-        .await
-        .expect("consumer");
+        },
+    )
+    .await
+}
+
+/// Every message of the stream, read through the durable pull consumer `durable`
+/// (created if missing) with explicit acks: what a service such as charts does.
+pub async fn read_durable(js: &jetstream::Context, stream: &str, durable: &str) -> Vec<Stored> {
+    read_with(
+        js,
+        stream,
+        consumer::pull::Config {
+            durable_name: Some(durable.to_string()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+async fn read_with(
+    js: &jetstream::Context,
+    stream: &str,
+    config: consumer::pull::Config,
+) -> Vec<Stored> {
+    let mut s = js.get_stream(stream).await.expect("stream");
+    let total = s.info().await.expect("info").state.messages;
+    let c = s.create_consumer(config).await.expect("consumer");
     let mut out = Vec::new();
     let mut msgs = c.messages().await.expect("messages");
     while (out.len() as u64) < total {
@@ -336,9 +361,13 @@ pub async fn assert_order(js: &jetstream::Context, c: &Capture) {
 
 /// The stream holds each expected message exactly once, with the right subject and content.
 pub async fn assert_exact(js: &jetstream::Context, expected: &HashMap<String, (String, Value)>) {
-    let stored = read_all(js, "BSKY").await;
+    assert_exact_stored(&read_all(js, "BSKY").await, expected);
+}
+
+/// `stored` holds each expected message exactly once, with the right subject and content.
+pub fn assert_exact_stored(stored: &[Stored], expected: &HashMap<String, (String, Value)>) {
     let mut seen = std::collections::HashSet::new();
-    for m in &stored {
+    for m in stored {
         assert!(
             seen.insert(m.msg_id.clone()),
             "duplicate in stream: {}",
@@ -351,4 +380,82 @@ pub async fn assert_exact(js: &jetstream::Context, expected: &HashMap<String, (S
         assert_eq!(&m.json, json, "content of {}", m.msg_id);
     }
     assert_eq!(stored.len(), expected.len(), "every op exactly once");
+}
+
+/// The users of `deploy/accounts.conf`: (user, the nats-server variable of its password,
+/// a test password).
+pub const USERS: [(&str, &str, &str); 6] = [
+    ("ingest", "BSKY_NATS_INGEST_PASSWORD", "pIngestTest1"),
+    ("charts", "BSKY_NATS_CHARTS_PASSWORD", "pChartsTest1"),
+    ("feedgen", "BSKY_NATS_FEEDGEN_PASSWORD", "pFeedgenTest1"),
+    ("gateway", "BSKY_NATS_GATEWAY_PASSWORD", "pGatewayTest1"),
+    ("operator", "BSKY_NATS_OPERATOR_PASSWORD", "pOperatorTest1"),
+    ("sys", "BSKY_NATS_SYS_PASSWORD", "pSysTest1"),
+];
+
+/// The environment nats-server needs to parse `deploy/accounts.conf`.
+pub fn server_env() -> Vec<(&'static str, &'static str)> {
+    USERS.iter().map(|(_, var, pw)| (*var, *pw)).collect()
+}
+
+/// The test password of `user`.
+pub fn password(user: &str) -> &'static str {
+    USERS
+        .iter()
+        .find(|(u, _, _)| *u == user)
+        .map(|(_, _, pw)| *pw)
+        .expect("a user of deploy/accounts.conf")
+}
+
+/// `user`'s password in a file under `dir`, for `nats.password_file`.
+pub fn password_file(dir: &std::path::Path, user: &str) -> PathBuf {
+    let path = dir.join(format!("{user}.password"));
+    std::fs::write(&path, format!("{}\n", password(user))).expect("password file");
+    path
+}
+
+/// A client connected as `user` (with its test password); the server's asynchronous errors,
+/// such as permission violations, arrive on the receiver.
+pub async fn connect_as(
+    url: &str,
+    user: &str,
+) -> (
+    async_nats::Client,
+    tokio::sync::mpsc::UnboundedReceiver<async_nats::Event>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let client = async_nats::ConnectOptions::with_user_and_password(
+        user.to_string(),
+        password(user).to_string(),
+    )
+    .event_callback(move |event| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(event);
+        }
+    })
+    .connect(url)
+    .await
+    .unwrap_or_else(|e| panic!("connect as {user}: {e}"));
+    (client, rx)
+}
+
+/// Waits up to `timeout` for a server error mentioning a permissions violation.
+pub async fn permission_error(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<async_nats::Event>,
+    timeout: Duration,
+) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(async_nats::Event::ServerError(e))) => {
+                let text = e.to_string();
+                if text.to_lowercase().contains("permissions violation") {
+                    return Some(text);
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return None,
+        }
+    }
 }
