@@ -8,6 +8,7 @@ use super::synthesizer::Synthesizer;
 use super::MAX_OPS_PER_COMMIT;
 use crate::tid;
 use firehose::car;
+use rand::Rng;
 
 /// How many ops a commit carries, and whether it is a big frame.
 #[derive(Debug, Clone, Copy)]
@@ -35,7 +36,7 @@ impl<'a> Synthesizer<'a> {
         self.choose_ops(shape, rev.micros);
         let nodes = self
             .rng
-            .range(self.cfg.mst_nodes_min, self.cfg.mst_nodes_max);
+            .random_range(self.cfg.mst_nodes_min..=self.cfg.mst_nodes_max);
         let (first, data) = self.new_data_root(repo);
         let commit = self.commit_block(did, &rev.rev, data);
         self.write_car(&commit, first, nodes);
@@ -69,8 +70,8 @@ impl<'a> Synthesizer<'a> {
         let big = every(self.cfg.big_every);
         let wanted = if big || every(self.cfg.max_ops_every) {
             MAX_OPS_PER_COMMIT as u64
-        } else if self.rng.unit() < self.cfg.multi_op_share {
-            self.rng.range(2, 10) as u64
+        } else if self.rng.random_bool(self.cfg.multi_op_share) {
+            self.rng.random_range(2..=10)
         } else {
             1
         };
@@ -154,7 +155,7 @@ impl<'a> Synthesizer<'a> {
     }
 
     fn random_record(&mut self, coll: &'a SourceCollection) -> &'a SourceRecord {
-        &coll.records[self.rng.below(coll.records.len() as u64) as usize]
+        &coll.records[self.rng.random_range(0..coll.records.len())]
     }
 
     /// Marks source block `b` as carried by the current commit; false if it already was.
@@ -195,7 +196,7 @@ impl<'a> Synthesizer<'a> {
     fn pad_big_frame(&mut self) {
         let target = self.cfg.big_blocks_bytes;
         let all = self.source.blocks.len();
-        let start = self.rng.below(all as u64) as usize;
+        let start = self.rng.random_range(0..all);
         let mut i = 0usize;
         let mut stalled = 0usize;
         while self.car.len() < target && stalled < all {

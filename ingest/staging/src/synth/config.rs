@@ -147,6 +147,9 @@ impl SynthConfig {
     /// Checks the numbers and sizes against each other and against the source.
     pub(super) fn validate(&self, source: &Source) -> Result<(), SynthError> {
         let bad = |m: &str| Err(SynthError::Config(m.to_owned()));
+        if source.mst_nodes.is_empty() {
+            return Err(SynthError::Source("no MST node".into()));
+        }
         if !(self.events_per_second.is_finite() && self.events_per_second > 0.0) {
             return bad("events_per_second must be a positive number");
         }

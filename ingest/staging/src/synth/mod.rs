@@ -32,8 +32,11 @@
 //! readers key blocks by CID). Setting `big_blocks_bytes` up to 4,900,000 gives frames near
 //! 5 MB that deliberately break the 2,000,000-byte lexicon limit, to test frame-size limits.
 //!
-//! Everything is deterministic from [`SynthConfig::seed`] (a splitmix64 generator): the same
-//! source and config always give the same bytes. `seq` starts at
+//! Everything is deterministic from [`SynthConfig::seed`]: every random choice, including
+//! what is fixed per repo (DID, rev clock, new or not, last commit before the capture), is
+//! drawn from one `rand` [`SmallRng`](rand::rngs::SmallRng) seeded with it, so the same
+//! source and config always give the same bytes (with the same `rand` version: `SmallRng`'s
+//! algorithm is not promised to stay the same across versions and platforms). `seq` starts at
 //! [`SynthConfig::start_seq`] and increases by one per event; `time` advances by
 //! `1 / events_per_second` of event time per event.
 //!
@@ -46,7 +49,7 @@
 //!   padding of big frames, the encoding.
 //! - `repos`: the synthetic repositories: DIDs, skewed activity, revs and their chaining.
 //! - `body`: the frame body structs and the commit block.
-//! - `table`: the weighted choice table; `rng`: the seeded generator.
+//! - `table`: the weighted choice table.
 //! - `report`: [`SynthReport`], what the frames hold.
 
 mod body;
@@ -54,7 +57,6 @@ mod commit;
 mod config;
 mod report;
 mod repos;
-mod rng;
 mod source;
 mod synthesizer;
 mod table;

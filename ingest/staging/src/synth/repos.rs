@@ -1,22 +1,32 @@
 //! The synthetic repositories: their DIDs, which one an event belongs to (skewed: a few repos
 //! are much busier than most), and their revs, each commit's `since`/`prevData` chaining the
-//! repo's previous one.
+//! repo's previous one. What is fixed per repo is drawn once, when the repos are made.
 
 use cid::Cid;
+use rand::rngs::SmallRng;
+use rand::Rng;
 
-use super::rng::{mix, Rng};
 use super::source::Source;
 use crate::tid;
 
 const BASE32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 
-/// A repo's state between its events.
-#[derive(Debug, Clone, Copy, Default)]
-struct RepoState {
-    /// Last rev's microseconds (0: no commit yet).
+/// How long before the capture an existing repo may have last committed: 30 days.
+const MAX_PRIOR_AGE_MICROS: u64 = 30 * 86_400_000_000;
+
+/// One synthetic repository.
+#[derive(Debug, Clone)]
+struct Repo {
+    /// `did:plc:` + 24 base32 characters (ASCII).
+    did: [u8; 32],
+    /// The clock id of its revs (a TID's low 10 bits).
+    clock: u16,
+    /// Microseconds of its last rev in the capture (0: no event yet).
     rev_micros: u64,
-    rev_clock: u16,
-    /// Index in `Source::mst_nodes` of the last commit's `data`.
+    /// How long before its first event in the capture it last committed; `None` for a
+    /// repo new in the capture (its first commit has neither `since` nor `prevData`).
+    prior_age_micros: Option<u64>,
+    /// Index in `Source::mst_nodes` of its current MST root.
     data: u32,
 }
 
@@ -34,9 +44,7 @@ pub(super) struct Rev {
 
 /// Every synthetic repository.
 pub(super) struct Repos {
-    seed: u64,
-    dids: Vec<[u8; 32]>,
-    state: Vec<RepoState>,
+    repos: Vec<Repo>,
 }
 
 /// A synthesized DID as text (built from ASCII only).
@@ -45,90 +53,63 @@ pub(super) fn did_str(did: &[u8; 32]) -> &str {
 }
 
 impl Repos {
-    /// `count` repos, none of which has had an event yet.
-    pub(super) fn new(seed: u64, count: u32) -> Self {
-        let dids = (0..u64::from(count))
-            .map(|i| {
-                let (h1, h2) = (mix(seed ^ mix(i)), mix(!seed ^ mix(i ^ 0x5555)));
+    /// `count` repos, none of which has had an event yet: about 1 % are new in the capture,
+    /// the others last committed up to 30 days before it, on one of the source's
+    /// `mst_nodes` MST nodes.
+    pub(super) fn new(rng: &mut SmallRng, count: u32, mst_nodes: usize) -> Self {
+        let repos = (0..count)
+            .map(|_| {
+                let bits: [u64; 2] = rng.random();
                 let mut did = *b"did:plc:________________________";
                 for (j, c) in did[8..].iter_mut().enumerate() {
-                    let bits = if j < 12 {
-                        h1 >> (j * 5)
-                    } else {
-                        h2 >> ((j - 12) * 5)
-                    };
-                    *c = BASE32[(bits & 31) as usize];
+                    let word = bits[j / 12] >> ((j % 12) * 5);
+                    *c = BASE32[(word & 31) as usize];
                 }
-                did
+                let new = rng.random_ratio(1, 100);
+                Repo {
+                    did,
+                    clock: rng.random_range(0..1024),
+                    rev_micros: 0,
+                    prior_age_micros: (!new).then(|| rng.random_range(0..MAX_PRIOR_AGE_MICROS)),
+                    data: rng.random_range(0..mst_nodes) as u32,
+                }
             })
             .collect();
-        Repos {
-            seed,
-            dids,
-            state: vec![RepoState::default(); count as usize],
-        }
+        Repos { repos }
     }
 
     /// The repo of the next event: u² puts most events on a minority of repos.
-    pub(super) fn pick(&self, rng: &mut Rng) -> usize {
-        let u = rng.unit();
-        let n = self.dids.len();
+    pub(super) fn pick(&self, rng: &mut SmallRng) -> usize {
+        let u: f64 = rng.random();
+        let n = self.repos.len();
         ((u * u * n as f64) as usize).min(n - 1)
     }
 
     /// The repo's DID (ASCII; see [`did_str`]).
     pub(super) fn did(&self, repo: usize) -> [u8; 32] {
-        self.dids[repo]
-    }
-
-    /// Whether this repo is brand new in the capture (first commit has `since: null` and no
-    /// `prevData`), for about 1 % of repos.
-    fn is_new(&self, repo: usize) -> bool {
-        mix(self.seed ^ (repo as u64).wrapping_mul(0x2545_f491_4f6c_dd1d)) % 100 == 0
-    }
-
-    fn clock(&self, repo: usize) -> u16 {
-        (mix(repo as u64 ^ self.seed) & 0x3ff) as u16
+        self.repos[repo].did
     }
 
     /// The repo's next rev at `time_micros` (always after its previous one).
     pub(super) fn advance(&mut self, repo: usize, time_micros: i64, source: &Source) -> Rev {
-        let clock = self.clock(repo);
-        let state = self.state[repo];
-        let (since, prev_data) = if state.rev_micros == 0 {
-            if self.is_new(repo) {
-                (None, None)
-            } else {
-                // The repo existed before the capture: up to 30 days older.
-                let age = mix(repo as u64 ^ 0xa11ce) % (30 * 86_400_000_000);
-                let before = (time_micros.max(0) as u64).saturating_sub(age + 1);
-                let node =
-                    source.mst_nodes[(mix(repo as u64) % source.mst_nodes.len() as u64) as usize];
-                (
-                    Some(tid::encode_string(before, clock)),
-                    Some(source.blocks[node].cid),
-                )
-            }
-        } else {
-            let node = source.mst_nodes[state.data as usize];
-            (
-                Some(tid::encode_string(state.rev_micros, state.rev_clock)),
-                Some(source.blocks[node].cid),
-            )
+        let r = &mut self.repos[repo];
+        let now = time_micros.max(0) as u64;
+        let since_micros = match r.rev_micros {
+            0 => r.prior_age_micros.map(|age| now.saturating_sub(age + 1)),
+            last => Some(last),
         };
-        let micros = (time_micros.max(0) as u64).max(state.rev_micros + 1);
-        self.state[repo].rev_micros = micros;
-        self.state[repo].rev_clock = clock;
+        let prev_data = since_micros.map(|_| source.blocks[source.mst_nodes[r.data as usize]].cid);
+        r.rev_micros = now.max(r.rev_micros + 1);
         Rev {
-            micros,
-            rev: tid::encode_string(micros, clock),
-            since,
+            micros: r.rev_micros,
+            rev: tid::encode_string(r.rev_micros, r.clock),
+            since: since_micros.map(|m| tid::encode_string(m, r.clock)),
             prev_data,
         }
     }
 
     /// Records the repo's new MST root, an index in `Source::mst_nodes`.
     pub(super) fn set_data(&mut self, repo: usize, node: usize) {
-        self.state[repo].data = node as u32;
+        self.repos[repo].data = node as u32;
     }
 }

@@ -5,18 +5,19 @@
 use super::body::{self, AccountBody, Action, IdentityBody, OpOut, SyncBody};
 use super::report::SynthReport;
 use super::repos::{did_str, Repos};
-use super::rng::{mix, Rng};
 use super::source::Source;
 use super::table::Table;
 use super::{SynthConfig, SynthError, MAX_OPS_PER_COMMIT};
 use crate::time;
 use firehose::car;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 
 /// Produces frames one at a time (see the module docs).
 pub struct Synthesizer<'a> {
     pub(super) source: &'a Source,
     pub(super) cfg: SynthConfig,
-    pub(super) rng: Rng,
+    pub(super) rng: SmallRng,
     pub(super) collections: Table<usize>,
     pub(super) actions: Table<Action>,
     pub(super) repos: Repos,
@@ -38,12 +39,14 @@ impl<'a> Synthesizer<'a> {
         cfg.validate(source)?;
         let collections = cfg.collection_table(source)?;
         let actions = cfg.action_table()?;
+        let mut rng = SmallRng::seed_from_u64(cfg.seed);
+        let repos = Repos::new(&mut rng, cfg.repos, source.mst_nodes.len());
         Ok(Self {
             source,
-            rng: Rng(mix(cfg.seed ^ 0x0053_7461_6769_6e67)),
+            rng,
             collections,
             actions,
-            repos: Repos::new(cfg.seed, cfg.repos),
+            repos,
             stamp: vec![u64::MAX; source.blocks.len()],
             event: 0,
             commits: 0,
@@ -79,7 +82,7 @@ impl<'a> Synthesizer<'a> {
         let time = time::format_rfc3339_millis(time_micros);
         let repo = self.repos.pick(&mut self.rng);
         let k = self.cfg.kinds;
-        let u = self.rng.unit();
+        let u: f64 = self.rng.random();
         self.frame.clear();
         let kind = if u < k.identity {
             self.identity(repo, seq, &time)
@@ -97,7 +100,7 @@ impl<'a> Synthesizer<'a> {
     }
 
     fn identity(&mut self, repo: usize, seq: u64, time: &str) -> &'static str {
-        let handle = (self.rng.unit() < 0.8).then(|| format!("u{repo}.synth.test"));
+        let handle = (self.rng.random_bool(0.8)).then(|| format!("u{repo}.synth.test"));
         let did = self.repos.did(repo);
         let body = IdentityBody {
             did: did_str(&did),
@@ -111,8 +114,8 @@ impl<'a> Synthesizer<'a> {
 
     fn account(&mut self, repo: usize, seq: u64, time: &str) -> &'static str {
         const STATUSES: [&str; 4] = ["deactivated", "takendown", "suspended", "deleted"];
-        let active = self.rng.unit() < 0.8;
-        let status = (!active).then(|| STATUSES[self.rng.below(4) as usize]);
+        let active = self.rng.random_bool(0.8);
+        let status = (!active).then(|| STATUSES[self.rng.random_range(0..STATUSES.len())]);
         let did = self.repos.did(repo);
         let body = AccountBody {
             did: did_str(&did),
@@ -150,7 +153,7 @@ impl<'a> Synthesizer<'a> {
     /// `Source::mst_nodes` and its CID.
     pub(super) fn new_data_root(&mut self, repo: usize) -> (usize, cid::Cid) {
         let nodes = &self.source.mst_nodes;
-        let first = self.rng.below(nodes.len() as u64) as usize;
+        let first = self.rng.random_range(0..nodes.len());
         self.repos.set_data(repo, first);
         (first, self.source.blocks[nodes[first]].cid)
     }
@@ -163,9 +166,7 @@ impl<'a> Synthesizer<'a> {
         data: cid::Cid,
     ) -> body::EncodedCommit {
         let mut sig = [0u8; 64];
-        for chunk in sig.chunks_mut(8) {
-            chunk.copy_from_slice(&self.rng.next().to_le_bytes());
-        }
+        self.rng.fill(&mut sig);
         body::commit_block(did, rev, data, &sig)
     }
 }

@@ -1,6 +1,6 @@
 //! A weighted choice table: items drawn in proportion to their weights.
 
-use super::rng::Rng;
+use rand::Rng;
 
 /// Items with positive weights, drawn by binary search over the cumulative weights.
 #[derive(Debug, Clone)]
@@ -26,9 +26,9 @@ impl<T: Copy> Table<T> {
     }
 
     /// One item, with probability its weight over the total.
-    pub(super) fn pick(&self, rng: &mut Rng) -> T {
+    pub(super) fn pick(&self, rng: &mut impl Rng) -> T {
         let total = self.cumulative.last().copied().unwrap_or(0.0);
-        let x = rng.unit() * total;
+        let x = rng.random::<f64>() * total;
         let i = self.cumulative.partition_point(|&c| c <= x);
         self.items[i.min(self.items.len() - 1)]
     }
