@@ -9,8 +9,6 @@ use rand::Rng;
 use super::source::Source;
 use crate::tid;
 
-const BASE32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
-
 /// How long before the capture an existing repo may have last committed: 30 days.
 const MAX_PRIOR_AGE_MICROS: u64 = 30 * 86_400_000_000;
 
@@ -47,6 +45,19 @@ pub(super) struct Repos {
     repos: Vec<Repo>,
 }
 
+/// `did:plc:` + 24 base32 characters: 15 random bytes (120 bits, 5 per character).
+fn random_did(rng: &mut SmallRng, text: &mut Vec<u8>) -> [u8; 32] {
+    let bytes: [u8; 15] = rng.random();
+    text.clear();
+    text.extend_from_slice(b"did:plc:");
+    firehose::cid::write_base32(text, &bytes);
+    let mut did = *b"did:plc:invalid-synthetic-did---";
+    if text.len() == did.len() {
+        did.copy_from_slice(text);
+    }
+    did
+}
+
 /// A synthesized DID as text (built from ASCII only).
 pub(super) fn did_str(did: &[u8; 32]) -> &str {
     std::str::from_utf8(did).unwrap_or("did:plc:invalid")
@@ -57,14 +68,10 @@ impl Repos {
     /// the others last committed up to 30 days before it, on one of the source's
     /// `mst_nodes` MST nodes.
     pub(super) fn new(rng: &mut SmallRng, count: u32, mst_nodes: usize) -> Self {
+        let mut text = Vec::with_capacity(32);
         let repos = (0..count)
             .map(|_| {
-                let bits: [u64; 2] = rng.random();
-                let mut did = *b"did:plc:________________________";
-                for (j, c) in did[8..].iter_mut().enumerate() {
-                    let word = bits[j / 12] >> ((j % 12) * 5);
-                    *c = BASE32[(word & 31) as usize];
-                }
+                let did = random_did(rng, &mut text);
                 let new = rng.random_ratio(1, 100);
                 Repo {
                     did,
