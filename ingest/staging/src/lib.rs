@@ -21,9 +21,10 @@
 //!   `seq`/`time`, building `#info` and error frames, renumbering `seq`.
 //! - [`replay`]: the WebSocket relay ([`replay::serve`]).
 //! - [`record`]: records a relay's binary messages, unchanged, into a capture.
-//! - [`synth`]: builds large, realistic captures from a real repository CAR.
-//! - [`tid`], [`time`]: the small codecs `synth` and `info` need (CARs, CIDs and CBOR
-//!   heads are `firehose`'s).
+//! - [`synth`]: builds large, realistic captures from a real repository CAR, deterministic
+//!   from a seed (`rand`'s `SmallRng`).
+//! - [`tid`], [`time`]: the small codecs `synth` and `info` need (CARs, CIDs, base32 and
+//!   CBOR heads are `firehose`'s).
 //! - [`fixtures`]: the real captures and repositories under `ingest/fixtures/`, and
 //!   production Jetstream's output for them; [`frames`]: lexicon frame builders for the
 //!   kinds and sizes real captures lack. Tests of every crate read both from here.
@@ -35,8 +36,13 @@
 //! staging replay CAPTURE [--listen 127.0.0.1:2470] [--speed max|FACTOR] [--live-tail] [--loop]
 //!                [--drop-after N,N…] [--too-slow-on I --too-slow-after N] [--future-cursor-on I]
 //! staging record -o OUT[.zst] [--url wss://bsky.network] [--cursor N] [--frames N] [--seconds S]
-//! staging synth  -o OUT[.zst] [--ops N] [--seed S] [--start-seq N] [--rate EV/S] [--repo CAR] …
+//! staging synth  -o OUT[.zst] [--ops N] [--seed S] [--start-seq N] [--rate EV/S] [--repo CAR]
+//!                [--mix LIKE,POST,REPOST,FOLLOW,OTHER] [--actions CREATE,UPDATE,DELETE]
+//!                [--kinds IDENTITY,ACCOUNT,SYNC] [--mst-nodes MIN,MAX] …
 //! ```
+//!
+//! Flags are clap's, comma-separated lists included; a bad flag is a usage error (exit
+//! code 2).
 //!
 //! In tests, embed the relay instead: `replay::spawn(Arc::new(Capture::load(path)?),
 //! ReplayOptions::default())` binds `127.0.0.1:0` and returns a handle with `url()` and

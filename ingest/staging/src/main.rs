@@ -84,8 +84,8 @@ struct ReplayArgs {
     listen: String,
     /// Pace: "max" (as fast as clients read) or a factor of event time ("1" real time, "10"
     /// ten times faster).
-    #[arg(long, default_value = "max")]
-    speed: String,
+    #[arg(long, default_value = "max", value_parser = speed)]
+    speed: Speed,
     /// Without a cursor, start at the end of the capture like a live relay.
     #[arg(long)]
     live_tail: bool,
@@ -94,7 +94,7 @@ struct ReplayArgs {
     looping: bool,
     /// Fault: connection i (0-based, in handshake order) is dropped abruptly after the i-th number
     /// of frames; comma-separated, e.g. "100,50".
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_name = "N,N…", value_delimiter = ',')]
     drop_after: Vec<u64>,
     /// Fault: this connection gets a ConsumerTooSlow error frame and is closed…
     #[arg(long)]
@@ -126,8 +126,8 @@ struct SynthArgs {
     #[arg(long, default_value_t = 1)]
     start_seq: u64,
     /// time of the first event (RFC 3339).
-    #[arg(long, default_value = "2026-07-04T14:38:07.000Z")]
-    start_time: String,
+    #[arg(long, default_value = "2026-07-04T14:38:07.000Z", value_parser = rfc3339)]
+    start_time: i64,
     /// Events per second of event time.
     #[arg(long, default_value_t = 1000.0)]
     rate: f64,
@@ -135,14 +135,17 @@ struct SynthArgs {
     #[arg(long, default_value_t = 100_000)]
     repos: u32,
     /// Collection weights: like,post,repost,follow,other.
-    #[arg(long, default_value = "0.70,0.12,0.08,0.05,0.05")]
-    mix: String,
+    #[arg(long, value_name = "LIKE,POST,REPOST,FOLLOW,OTHER", default_value = "0.70,0.12,0.08,0.05,0.05",
+          value_delimiter = ',', value_parser = weight)]
+    mix: Vec<f64>,
     /// Action weights: create,update,delete.
-    #[arg(long, default_value = "0.90,0.03,0.07")]
-    actions: String,
+    #[arg(long, value_name = "CREATE,UPDATE,DELETE", default_value = "0.90,0.03,0.07",
+          value_delimiter = ',', value_parser = weight)]
+    actions: Vec<f64>,
     /// Shares of events that are #identity,#account,#sync (commits are the rest).
-    #[arg(long, default_value = "0.005,0.003,0.001")]
-    kinds: String,
+    #[arg(long, value_name = "IDENTITY,ACCOUNT,SYNC", default_value = "0.005,0.003,0.001",
+          value_delimiter = ',', value_parser = weight)]
+    kinds: Vec<f64>,
     /// Share of ordinary commits with 2-10 ops.
     #[arg(long, default_value_t = 0.03)]
     multi_op_share: f64,
@@ -157,8 +160,13 @@ struct SynthArgs {
     #[arg(long, default_value_t = 1_900_000)]
     big_bytes: usize,
     /// Real MST node blocks per commit CAR: min,max.
-    #[arg(long, default_value = "3,8")]
-    mst_nodes: String,
+    #[arg(
+        long,
+        value_name = "MIN,MAX",
+        default_value = "3,8",
+        value_delimiter = ','
+    )]
+    mst_nodes: Vec<usize>,
     /// zstd level (1 fastest … 22).
     #[arg(long)]
     zstd_level: Option<i32>,
@@ -214,15 +222,44 @@ fn zstd_level(explicit: Option<i32>, path: &std::path::Path) -> Option<i32> {
     explicit.or_else(|| (path.extension().is_some_and(|e| e == "zst")).then_some(3))
 }
 
-fn floats<const N: usize>(flag: &str, text: &str) -> Result<[f64; N]> {
-    let values: Vec<f64> = text
-        .split(',')
-        .map(|v| v.trim().parse::<f64>())
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("--{flag}: numbers separated by commas"))?;
-    values
-        .try_into()
-        .map_err(|v: Vec<f64>| anyhow::anyhow!("--{flag}: expected {N} numbers, got {}", v.len()))
+/// `--speed`: "max" or a positive factor.
+fn speed(text: &str) -> Result<Speed, String> {
+    match text {
+        "max" => Ok(Speed::Max),
+        factor => match factor.parse::<f64>() {
+            Ok(f) if f.is_finite() && f > 0.0 => Ok(Speed::Factor(f)),
+            _ => Err("expected \"max\" or a positive number".into()),
+        },
+    }
+}
+
+/// One weight (or share) of a comma-separated list: a number, at least 0.
+fn weight(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(w) if w.is_finite() && w >= 0.0 => Ok(w),
+        _ => Err("expected a number >= 0".into()),
+    }
+}
+
+/// An RFC 3339 time, as microseconds since the Unix epoch.
+fn rfc3339(text: &str) -> Result<i64, String> {
+    time::parse_rfc3339_micros(text)
+        .ok_or_else(|| "expected an RFC 3339 time, e.g. 2026-07-04T14:38:07.000Z".into())
+}
+
+/// The `N` values of a comma-separated list flag. clap splits the list and parses each value
+/// (`value_delimiter`); its `num_args` counts arguments before the split, so the length is
+/// checked here, as a usage error like clap's own (exit code 2).
+fn exactly<T: Copy, const N: usize>(flag: &str, values: &[T]) -> Result<[T; N], clap::Error> {
+    values.try_into().map_err(|_| {
+        SynthArgs::augment_args(clap::Command::new("staging synth")).error(
+            clap::error::ErrorKind::WrongNumberOfValues,
+            format!(
+                "--{flag} takes {N} comma-separated values, got {}",
+                values.len()
+            ),
+        )
+    })
 }
 
 async fn record_cmd(args: RecordArgs) -> Result<()> {
@@ -255,14 +292,6 @@ async fn record_cmd(args: RecordArgs) -> Result<()> {
 }
 
 async fn replay_cmd(args: ReplayArgs) -> Result<()> {
-    let speed = match args.speed.as_str() {
-        "max" => Speed::Max,
-        factor => Speed::Factor(
-            factor
-                .parse()
-                .with_context(|| format!("--speed: \"max\" or a number, got {factor:?}"))?,
-        ),
-    };
     let capture = Capture::load(&args.capture)?;
     println!(
         "loaded {} frames, seq {:?}..{:?}",
@@ -271,7 +300,7 @@ async fn replay_cmd(args: ReplayArgs) -> Result<()> {
         capture.last_seq()
     );
     let opts = ReplayOptions {
-        speed,
+        speed: args.speed,
         live_tail: args.live_tail,
         looping: args.looping,
         faults: Faults {
@@ -299,44 +328,49 @@ async fn replay_cmd(args: ReplayArgs) -> Result<()> {
     Ok(())
 }
 
+impl SynthArgs {
+    /// The library's configuration; a list of the wrong length is a usage error.
+    fn config(&self) -> Result<SynthConfig, clap::Error> {
+        let [like, post, repost, follow, other] = exactly("mix", &self.mix)?;
+        let [create, update, delete] = exactly("actions", &self.actions)?;
+        let [identity, account, sync] = exactly("kinds", &self.kinds)?;
+        let [mst_nodes_min, mst_nodes_max] = exactly("mst-nodes", &self.mst_nodes)?;
+        Ok(SynthConfig {
+            seed: self.seed,
+            ops: self.ops,
+            start_seq: self.start_seq,
+            start_time_micros: self.start_time,
+            events_per_second: self.rate,
+            repos: self.repos,
+            collections: CollectionMix {
+                like,
+                post,
+                repost,
+                follow,
+                other,
+            },
+            actions: ActionMix {
+                create,
+                update,
+                delete,
+            },
+            kinds: KindMix {
+                identity,
+                account,
+                sync,
+            },
+            multi_op_share: self.multi_op_share,
+            max_ops_every: self.max_ops_every,
+            big_every: self.big_every,
+            big_blocks_bytes: self.big_bytes,
+            mst_nodes_min,
+            mst_nodes_max,
+        })
+    }
+}
+
 fn synth_cmd(args: SynthArgs) -> Result<()> {
-    let [like, post, repost, follow, other] = floats::<5>("mix", &args.mix)?;
-    let [create, update, delete] = floats::<3>("actions", &args.actions)?;
-    let [identity, account, sync] = floats::<3>("kinds", &args.kinds)?;
-    let [mst_min, mst_max] = floats::<2>("mst-nodes", &args.mst_nodes)?;
-    let start_time_micros = time::parse_rfc3339_micros(&args.start_time)
-        .with_context(|| format!("--start-time: not RFC 3339: {:?}", args.start_time))?;
-    let cfg = SynthConfig {
-        seed: args.seed,
-        ops: args.ops,
-        start_seq: args.start_seq,
-        start_time_micros,
-        events_per_second: args.rate,
-        repos: args.repos,
-        collections: CollectionMix {
-            like,
-            post,
-            repost,
-            follow,
-            other,
-        },
-        actions: ActionMix {
-            create,
-            update,
-            delete,
-        },
-        kinds: KindMix {
-            identity,
-            account,
-            sync,
-        },
-        multi_op_share: args.multi_op_share,
-        max_ops_every: args.max_ops_every,
-        big_every: args.big_every,
-        big_blocks_bytes: args.big_bytes,
-        mst_nodes_min: mst_min as usize,
-        mst_nodes_max: mst_max as usize,
-    };
+    let cfg = args.config().unwrap_or_else(|e| e.exit());
     let started = Instant::now();
     let source = Source::load(args.repo.clone().unwrap_or_else(staging::fixtures::calabro))?;
     let mut writer =

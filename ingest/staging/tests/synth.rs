@@ -449,3 +449,72 @@ fn bad_configs_are_refused() {
         assert!(synth::Synthesizer::new(&source, cfg).is_err());
     }
 }
+
+/// The shapes the config asks for, measured on the frames: multi-op commits near
+/// `multi_op_share`, about 1 % of repos new in the capture, activity skewed towards a few
+/// repos, DIDs of `did:plc:` + 24 base32 characters, one per repo.
+#[test]
+fn commits_repos_and_dids_have_the_configured_shape() {
+    let source = source();
+    let cfg = SynthConfig {
+        ops: 30_000,
+        repos: 3_000,
+        multi_op_share: 0.10,
+        max_ops_every: 0,
+        big_every: 0,
+        ..config()
+    };
+    let (bytes, _) = synthesize(&source, cfg);
+    let capture = Capture::from_bytes(bytes).unwrap();
+    let (mut commits, mut multi) = (0u64, 0u64);
+    let mut per_repo: HashMap<String, u64> = HashMap::new();
+    let mut is_new: HashMap<String, bool> = HashMap::new();
+    for f in capture.frames() {
+        let (h, _): (Header, IgnoredAny) = split_frame(&f.bytes);
+        if h.t.as_deref() != Some("#commit") {
+            continue;
+        }
+        let (_, c): (Header, Commit) = split_frame(&f.bytes);
+        commits += 1;
+        if c.ops.len() > 1 {
+            assert!((2..=10).contains(&c.ops.len()), "{} ops", c.ops.len());
+            multi += 1;
+        }
+        *per_repo.entry(c.repo.clone()).or_insert(0) += 1;
+        is_new.entry(c.repo).or_insert(c.since.is_none());
+    }
+
+    let multi_share = multi as f64 / commits as f64;
+    assert!(
+        (multi_share - 0.10).abs() < 0.02,
+        "multi-op share {multi_share}"
+    );
+
+    let new_share = is_new.values().filter(|n| **n).count() as f64 / is_new.len() as f64;
+    assert!(
+        (0.004..0.02).contains(&new_share),
+        "new repos: {new_share} of {}",
+        is_new.len()
+    );
+
+    // Uniform activity would give the busiest tenth of the repos a tenth of the commits.
+    let mut counts: Vec<u64> = per_repo.values().copied().collect();
+    counts.sort_unstable_by(|a, b| b.cmp(a));
+    let busiest: u64 = counts[..3_000 / 10].iter().sum();
+    let busiest_share = busiest as f64 / commits as f64;
+    assert!(busiest_share > 0.25, "busiest tenth: {busiest_share}");
+
+    for did in per_repo.keys() {
+        let id = did.strip_prefix("did:plc:").unwrap();
+        assert_eq!(id.len(), 24, "{did}");
+        assert!(
+            id.bytes().all(|b| matches!(b, b'a'..=b'z' | b'2'..=b'7')),
+            "{did}"
+        );
+    }
+    assert!(
+        per_repo.len() > 2_500,
+        "most repos commit: {}",
+        per_repo.len()
+    );
+}
