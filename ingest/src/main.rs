@@ -15,7 +15,10 @@ fn main() -> ExitCode {
         }
     };
     service::telemetry::init_logging(config.log.format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread: the reader, the decoder and the publisher hand each frame along without
+    // waking another worker. Catching up, this took a sixth less CPU than the
+    // multi-threaded runtime and left the other core to nats-server (BENCHMARKS.md).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
