@@ -52,11 +52,15 @@ pub struct Window {
     pub langs: Vec<Lang>,
 }
 
-/// The figures of the `days` UTC days up to the newest hour with data.
+/// The figures of the `days` days (24 h each) up to the newest hour with data, or from
+/// the oldest hour with data if that is later.
 pub fn window(conn: &Connection, days: u32) -> rusqlite::Result<Window> {
-    let newest: Option<i64> = conn.query_row("SELECT MAX(hour) FROM hourly", [], |r| r.get(0))?;
+    let (oldest, newest): (Option<i64>, Option<i64>) =
+        conn.query_row("SELECT MIN(hour), MAX(hour) FROM hourly", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
     let to = newest.map_or(0, |h| h + 3600);
-    let from = to - i64::from(days) * 86_400;
+    let from = (to - i64::from(days) * 86_400).max(oldest.unwrap_or(0));
     window_between(conn, from, to)
 }
 

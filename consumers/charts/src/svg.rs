@@ -10,6 +10,8 @@ const LEFT: f64 = 70.0;
 const RIGHT: f64 = 16.0;
 const TOP: f64 = 30.0;
 const BOTTOM: f64 = 28.0;
+/// Series with at most this many points also get a dot per point.
+const DOTS: usize = 72;
 
 /// One line of a line chart.
 pub struct Series<'a> {
@@ -108,13 +110,26 @@ pub fn lines(
             .collect();
         let _ = write!(
             out,
-            r#"<polyline class="mark" data-series="{n}" fill="none" stroke="{c}" stroke-width="2" points="{p}"/><rect x="{lx:.0}" y="7" width="10" height="10" fill="{c}"/><text x="{tx:.0}" y="16" font-size="12">{n}</text>"#,
+            r#"<polyline class="{cls}" data-series="{n}" fill="none" stroke="{c}" stroke-width="2" points="{p}"/><rect x="{lx:.0}" y="7" width="10" height="10" fill="{c}"/><text x="{tx:.0}" y="16" font-size="12">{n}</text>"#,
             n = esc(s.name),
             c = s.color,
             p = pts.join(" "),
+            cls = if s.points.len() > 1 { "mark" } else { "line" },
             lx = legend_x,
             tx = legend_x + 14.0
         );
+        if s.points.len() <= DOTS {
+            // Few points: show each (a single point draws no line).
+            for &(x, y) in &s.points {
+                let _ = write!(
+                    out,
+                    r#"<circle class="mark" cx="{:.1}" cy="{:.1}" r="3" fill="{}"/>"#,
+                    px(x),
+                    py(y),
+                    s.color
+                );
+            }
+        }
         legend_x += 14.0 + 8.0 * s.name.len() as f64 + 18.0;
     }
     out.push_str("</svg>");
