@@ -173,7 +173,7 @@ pub async fn run<H: Handler>(
         state.first_sequence.saturating_sub(1)
     });
     if state.messages > 0 {
-        let lost = tracker.check_loss(state.first_sequence, 0, 0, &metrics);
+        let lost = tracker.check_loss(state.first_sequence, 0, u64::MAX, &metrics);
         progress.send_modify(|p| p.lost += lost);
     }
 
