@@ -68,35 +68,7 @@ pub async fn run(kind: Kind, msgs: &[Msg], window: usize) -> anyhow::Result<Ceil
 
     let cpu0 = Cpu::now(None, nats_pid);
     let start = Instant::now();
-    let mut inflight: FuturesOrdered<<PublishAckFuture as IntoFuture>::IntoFuture> =
-        FuturesOrdered::new();
-    for (i, m) in msgs.iter().enumerate() {
-        while inflight.len() >= window {
-            if let Some(ack) = inflight.next().await {
-                ack.map_err(|e| anyhow!("ack: {e}"))?;
-            }
-        }
-        let message = match kind {
-            Kind::Bare => PublishMessage::build().payload(m.payload.clone()),
-            Kind::SameConfig => {
-                let mut message = PublishMessage::build().payload(m.payload.clone());
-                for (name, values) in ingest::publish::headers(i as u64, &m.seq).iter() {
-                    for v in values {
-                        message = message.header(name.clone(), v.clone());
-                    }
-                }
-                message
-            }
-        };
-        let ack = js
-            .send_publish(m.subject.clone(), message)
-            .await
-            .map_err(|e| anyhow!("publish {i}: {e}"))?;
-        inflight.push_back(ack.into_future());
-    }
-    while let Some(ack) = inflight.next().await {
-        ack.map_err(|e| anyhow!("ack: {e}"))?;
-    }
+    publish_all(&js, msgs, window, kind == Kind::SameConfig).await?;
     let wall = start.elapsed().as_secs_f64();
     let cpu = Cpu::now(None, nats_pid).since(&cpu0);
 
@@ -110,6 +82,82 @@ pub async fn run(kind: Kind, msgs: &[Msg], window: usize) -> anyhow::Result<Ceil
         disk_bytes: dir_size(&nats.store_dir()),
         cpu,
     })
+}
+
+/// Publishes `msgs` in order into an empty stream, `window` acks awaited concurrently and
+/// in order; with `ingest_headers`, each carries the ingestor's headers.
+pub async fn publish_all(
+    js: &jetstream::Context,
+    msgs: &[Msg],
+    window: usize,
+    ingest_headers: bool,
+) -> anyhow::Result<()> {
+    let mut inflight: FuturesOrdered<<PublishAckFuture as IntoFuture>::IntoFuture> =
+        FuturesOrdered::new();
+    for (i, m) in msgs.iter().enumerate() {
+        while inflight.len() >= window {
+            if let Some(ack) = inflight.next().await {
+                ack.map_err(|e| anyhow!("ack: {e}"))?;
+            }
+        }
+        let mut message = PublishMessage::build().payload(m.payload.clone());
+        if ingest_headers {
+            message = message.headers(ingest::publish::headers(i as u64, &m.seq));
+        }
+        let ack = js
+            .send_publish(m.subject.clone(), message)
+            .await
+            .map_err(|e| anyhow!("publish {i}: {e}"))?;
+        inflight.push_back(ack.into_future());
+    }
+    while let Some(ack) = inflight.next().await {
+        ack.map_err(|e| anyhow!("ack: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Every message the decoder makes of `capture`, in order, and how many frames or ops it
+/// skipped.
+pub fn messages(capture: &staging::capture::Capture) -> (Vec<Msg>, u64) {
+    let mut msgs = Vec::new();
+    let mut skipped = 0u64;
+    for f in capture.frames() {
+        match firehose::decode(&f.bytes) {
+            firehose::Decoded::Event(d) => {
+                skipped += d.skipped.len() as u64;
+                let seq = d.seq.to_string();
+                for m in d.messages {
+                    msgs.push(Msg {
+                        subject: m.subject.into(),
+                        payload: Bytes::from(m.payload),
+                        seq: seq.clone(),
+                    });
+                }
+            }
+            firehose::Decoded::Skipped { .. } => skipped += 1,
+            firehose::Decoded::Control(_) => {}
+        }
+    }
+    (msgs, skipped)
+}
+
+/// The synthesized capture: the default network-like mix, deterministic from `seed`.
+pub fn synth(ops: u64, seed: u64) -> anyhow::Result<std::sync::Arc<staging::capture::Capture>> {
+    use staging::synth::{synthesize, Source, SynthConfig};
+    let path = staging::fixtures::calabro();
+    let source = Source::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let cfg = SynthConfig {
+        seed,
+        ops,
+        start_seq: 1_000_000,
+        ..SynthConfig::default()
+    };
+    let mut w = staging::capture::CaptureWriter::new(Vec::new(), None)?;
+    synthesize(&source, cfg, &mut w).context("synthesizing the capture")?;
+    let bytes = w.finish()?;
+    Ok(std::sync::Arc::new(
+        staging::capture::Capture::from_bytes(bytes).context("reading the capture")?,
+    ))
 }
 
 /// The stream's state, which must hold exactly `n` messages (each op exactly once).

@@ -31,16 +31,13 @@
 //! target/release/bench --ops 1000000 --window 2048
 //! ```
 
-mod ceiling;
-mod cost;
 mod run;
 
+use bench::ceiling;
+
 use anyhow::{bail, Context as _};
-use bytes::Bytes;
 use clap::Parser;
-use staging::capture::Capture;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Debug, Parser)]
@@ -100,7 +97,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let t = Instant::now();
-    let capture = synth(args.ops, args.seed)?;
+    let capture = ceiling::synth(args.ops, args.seed)?;
     println!(
         "capture: seed {}, {} frames, {:.1} MB, synthesized in {:.1} s",
         args.seed,
@@ -119,7 +116,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let decode_secs = t.elapsed().as_secs_f64();
     let decoder_ops_s = decoded_ops as f64 / decode_secs;
-    let (msgs, skipped) = messages(&capture);
+    let (msgs, skipped) = ceiling::messages(&capture);
     let n = msgs.len() as u64;
     let payload_bytes: u64 = msgs.iter().map(|m| m.payload.len() as u64).sum();
     println!(
@@ -217,49 +214,6 @@ async fn main() -> anyhow::Result<()> {
         cons.rate
     );
     Ok(())
-}
-
-/// The decoded messages of the capture, in order, and the number of skipped frames/ops.
-fn messages(capture: &Capture) -> (Vec<ceiling::Msg>, u64) {
-    let mut msgs = Vec::new();
-    let mut skipped = 0u64;
-    for f in capture.frames() {
-        match firehose::decode(&f.bytes) {
-            firehose::Decoded::Event(d) => {
-                skipped += d.skipped.len() as u64;
-                let seq = d.seq.to_string();
-                for m in d.messages {
-                    msgs.push(ceiling::Msg {
-                        subject: m.subject.into(),
-                        payload: Bytes::from(m.payload),
-                        seq: seq.clone(),
-                    });
-                }
-            }
-            firehose::Decoded::Skipped { .. } => skipped += 1,
-            firehose::Decoded::Control(_) => {}
-        }
-    }
-    (msgs, skipped)
-}
-
-/// The synthesized capture: the default network-like mix, deterministic from `seed`.
-fn synth(ops: u64, seed: u64) -> anyhow::Result<Arc<Capture>> {
-    use staging::synth::{synthesize, Source, SynthConfig};
-    let path = staging::fixtures::calabro();
-    let source = Source::load(&path).with_context(|| format!("loading {}", path.display()))?;
-    let cfg = SynthConfig {
-        seed,
-        ops,
-        start_seq: 1_000_000,
-        ..SynthConfig::default()
-    };
-    let mut w = staging::capture::CaptureWriter::new(Vec::new(), None)?;
-    synthesize(&source, cfg, &mut w).context("synthesizing the capture")?;
-    let bytes = w.finish()?;
-    Ok(Arc::new(
-        Capture::from_bytes(bytes).context("reading the capture")?,
-    ))
 }
 
 fn modified(path: &Path) -> String {

@@ -2,11 +2,11 @@
 //! process, the real release `ingest` binary (a child) catches up from the first frame into
 //! a fresh nats-server; then a durable pull consumer with explicit acks drains the stream.
 
-use crate::ceiling::{dir_size, holding};
-use crate::cost::Cpu;
 use crate::Args;
 use anyhow::{anyhow, bail, Context as _};
 use async_nats::jetstream::{self, consumer};
+use bench::ceiling::{dir_size, holding};
+use bench::cost::Cpu;
 use futures_util::StreamExt;
 use staging::capture::Capture;
 use std::path::Path;

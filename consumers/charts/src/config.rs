@@ -1,0 +1,253 @@
+//! The charts configuration: defaults < TOML file (`--config`) < environment
+//! (`BSKY_CHARTS_`, nesting with `__`, e.g. `BSKY_CHARTS_NATS__URL`) < flags, through
+//! [`service::config`]. Unknown keys stop the program at start with the key named.
+//! `--from-seq` and `--from-time` are flags only: a rebuild is an act, not a setting.
+
+use kit::config::{Consumer, Start, State};
+use serde::{Deserialize, Serialize};
+use service::config::{flag, ConfigError, Sources};
+use service::telemetry::LogFormat;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Prefix of the environment variables read by `charts`.
+pub const ENV_PREFIX: &str = "BSKY_CHARTS_";
+
+/// Everything `charts` reads.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// How to reach NATS (credentials as for the ingestor).
+    pub nats: service::nats::Settings,
+    /// The durable consumer: stream, name, subject filters, batches, retries.
+    pub consumer: Consumer,
+    /// The SQLite database.
+    pub state: State,
+    /// The page, its JSON and `/metrics`.
+    pub web: Web,
+    /// Logging.
+    pub log: Log,
+}
+
+/// The `[web]` table.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Web {
+    /// Address of the page, the JSON API and `/metrics` (host:port).
+    pub listen: String,
+    /// Days shown when the request does not say (`?days=N`, at most 31).
+    pub days: u32,
+}
+
+/// The `[log]` table.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// "text" or "json".
+    pub format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            nats: service::nats::Settings {
+                url: "nats://127.0.0.1:4222".into(),
+                name: "bsky-charts".into(),
+                ..Default::default()
+            },
+            consumer: Consumer {
+                durable: "charts".into(),
+                // Every commit op (collections have three segments or more); identity,
+                // account and sync events are not charted.
+                subjects: vec!["bsky.*.*.>".into()],
+                ..Consumer::default()
+            },
+            state: State {
+                path: "charts.db".into(),
+                ..State::default()
+            },
+            web: Web::default(),
+            log: Log::default(),
+        }
+    }
+}
+
+impl Default for Web {
+    fn default() -> Self {
+        Web {
+            listen: "127.0.0.1:8090".into(),
+            days: 2,
+        }
+    }
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Command-line flags; each one given overrides every other source.
+#[derive(Debug, Default, clap::Parser, Serialize)]
+#[command(
+    name = "charts",
+    version,
+    about = "Activity charts of the Bluesky network (posts, likes, DAU, languages…) by event time, from the bsky stream.",
+    after_help = "Every setting can also come from a TOML file (--config) or the environment \
+(prefix BSKY_CHARTS_, nesting with __, e.g. BSKY_CHARTS_NATS__URL). Precedence: defaults < file < \
+environment < flags. Settings (file keys):\n\
+  [nats]     url, user, password, password_file, token, token_file, creds_file, nkey_seed,\n\
+             tls_ca, tls_cert, tls_key, name (credentials may also sit in the URL)\n\
+  [consumer] stream, durable, subjects, batch, linger, max_ack_pending, ack_wait,\n\
+             retry_min, retry_max, seek_margin, status_interval\n\
+  [state]    path, synchronous (full|normal), cache_mib\n\
+  [web]      listen, days\n\
+  [log]      format (text|json)\n\
+Rebuild: --from-time T drops the figures of the UTC days from T's on and counts them again\n\
+from the stream; --from-seq N drops everything and counts from stream sequence N. Give\n\
+either once: the database remembers a rebuild in progress."
+)]
+pub struct Flags {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// NATS server URL [default: nats://127.0.0.1:4222].
+    #[arg(long, value_name = "URL")]
+    #[serde(skip)]
+    pub nats: Option<String>,
+    /// JetStream stream [default: BSKY].
+    #[arg(long, value_name = "NAME")]
+    #[serde(skip)]
+    pub stream: Option<String>,
+    /// Durable consumer name [default: charts].
+    #[arg(long, value_name = "NAME")]
+    #[serde(skip)]
+    pub durable: Option<String>,
+    /// SQLite database [default: charts.db].
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub db: Option<PathBuf>,
+    /// Address of the page, JSON and /metrics [default: 127.0.0.1:8090].
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip)]
+    pub listen: Option<String>,
+    /// Rebuild everything from this stream sequence.
+    #[arg(long, value_name = "N")]
+    #[serde(skip)]
+    pub from_seq: Option<u64>,
+    /// Rebuild from this event time's UTC day (2026-07-04 or 2026-07-04T14:00:00Z).
+    #[arg(long, value_name = "TIME")]
+    #[serde(skip)]
+    pub from_time: Option<String>,
+    /// Log format: text or json [default: text].
+    #[arg(long, value_name = "FORMAT")]
+    #[serde(skip)]
+    pub log_format: Option<String>,
+}
+
+impl Config {
+    /// Loads defaults < file < environment < flags, then checks the values; also returns
+    /// where to start.
+    pub fn load(flags: &Flags) -> Result<(Config, Start), ConfigError> {
+        Self::load_from(flags, Sources::env(ENV_PREFIX))
+    }
+
+    fn load_from(
+        flags: &Flags,
+        env: figment::providers::Env,
+    ) -> Result<(Config, Start), ConfigError> {
+        let given = [
+            flag("nats.url", flags.nats.clone()),
+            flag("consumer.stream", flags.stream.clone()),
+            flag("consumer.durable", flags.durable.clone()),
+            flag("state.path", flags.db.clone()),
+            flag("web.listen", flags.listen.clone()),
+            flag("log.format", flags.log_format.clone()),
+        ];
+        let config: Config = service::config::load(
+            &Config::default(),
+            Sources {
+                file: flags.config.as_deref(),
+                env,
+                flags: given.into_iter().flatten().collect(),
+            },
+        )?;
+        config.check()?;
+        let start = Start::from_flags(flags.from_seq, flags.from_time.as_deref())?;
+        Ok((config, start))
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        self.nats.check()?;
+        self.consumer.check()?;
+        if self.web.listen.parse::<SocketAddr>().is_err() {
+            return Err(ConfigError::key(
+                "web.listen",
+                "must be host:port, e.g. 127.0.0.1:8090",
+            ));
+        }
+        if !(1..=crate::web::MAX_DAYS).contains(&self.web.days) {
+            return Err(ConfigError::key("web.days", "must be 1 to 31"));
+        }
+        if self.state.path.as_os_str().is_empty() {
+            return Err(ConfigError::key("state.path", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// The configuration as a log line: everything but secrets.
+    pub fn summary(&self) -> String {
+        format!(
+            "nats={} stream={} durable={} subjects={:?} db={} web={}",
+            self.nats.redacted_url(),
+            self.consumer.stream,
+            self.consumer.durable,
+            self.consumer.subjects,
+            self.state.path.display(),
+            self.web.listen
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn no_env() -> figment::providers::Env {
+        Sources::env("BSKY_CHARTS_TEST_UNUSED_PREFIX_")
+    }
+
+    #[test]
+    fn defaults_file_flags_and_unknown_keys() {
+        let (c, start) = Config::load_from(&Flags::default(), no_env()).expect("defaults");
+        assert_eq!(
+            (c.consumer.durable.as_str(), start),
+            ("charts", Start::Resume)
+        );
+        let mut f = tempfile::NamedTempFile::new().expect("tmp");
+        writeln!(f, "[consumer]\nbatch = 500\n[web]\ndays = 7").expect("w");
+        let flags = Flags {
+            config: Some(f.path().to_path_buf()),
+            db: Some("/tmp/x.db".into()),
+            from_time: Some("2026-07-04".into()),
+            ..Flags::default()
+        };
+        let (c, start) = Config::load_from(&flags, no_env()).expect("load");
+        assert_eq!((c.consumer.batch, c.web.days), (500, 7));
+        assert_eq!(c.state.path, PathBuf::from("/tmp/x.db"));
+        assert_eq!(start, Start::FromTime(1_783_123_200_000_000));
+
+        let mut f = tempfile::NamedTempFile::new().expect("tmp");
+        writeln!(f, "[web]\nlisten = \"x\"\nport = 1").expect("w");
+        let flags = Flags {
+            config: Some(f.path().to_path_buf()),
+            ..Flags::default()
+        };
+        let e = Config::load_from(&flags, no_env()).expect_err("unknown key");
+        assert!(e.to_string().contains("port"), "{e}");
+    }
+}

@@ -1,0 +1,238 @@
+//! What one commit does to the tables: the [`kit::Handler`] of charts.
+//!
+//! Every figure is keyed by the event's own `time_us` (UTC hours and days), never by the
+//! clock: a catch-up burst and a live run give the same tables.
+//!
+//! | figure (column of `hourly`) | counted from |
+//! |---|---|
+//! | `posts`, `likes`, `reposts`, `follows`, `blocks` | `create` of `app.bsky.feed.post`, `.feed.like`, `.feed.repost`, `.graph.follow`, `.graph.block` |
+//! | `profile_updates` | `update` of `app.bsky.actor.profile` |
+//! | `new_accounts` | `create` of `app.bsky.actor.profile`: the Bluesky app writes the profile record when an account signs up (a migration or a re-created profile counts again) |
+//! | `deletes` | `delete` of any collection |
+//! | `daily.users` (DAU) | distinct DIDs with at least one commit op that day ([`crate::users`]) |
+//! | `langs` (per day) | post creates by declared language: the primary subtag of each of the first 3 `langs`, lower-cased (`pt-BR` → `pt`); `none` when there is none, `other` when it is not 2–3 letters |
+//!
+//! Counts are aggregated in memory during a batch and written in [`Handler::flush`], in
+//! the batch's transaction; a rollback forgets them.
+
+use crate::users::{Users, DAY_S};
+use kit::event::Operation;
+use kit::rusqlite::{self, Transaction};
+use kit::{HandleError, Handler, Msg, Rebuild};
+use std::collections::{BTreeMap, HashMap};
+
+/// The hourly figures, in column order.
+pub const FIGURES: [&str; 8] = [
+    "posts",
+    "likes",
+    "reposts",
+    "follows",
+    "blocks",
+    "profile_updates",
+    "deletes",
+    "new_accounts",
+];
+
+const POSTS: usize = 0;
+const PROFILE_UPDATES: usize = 5;
+const DELETES: usize = 6;
+const NEW_ACCOUNTS: usize = 7;
+const HOUR_S: i64 = 3600;
+
+/// The tables (times are unix seconds, UTC, by event time).
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS hourly (
+    hour INTEGER PRIMARY KEY,          -- start of the hour
+    posts INTEGER NOT NULL DEFAULT 0, likes INTEGER NOT NULL DEFAULT 0,
+    reposts INTEGER NOT NULL DEFAULT 0, follows INTEGER NOT NULL DEFAULT 0,
+    blocks INTEGER NOT NULL DEFAULT 0, profile_updates INTEGER NOT NULL DEFAULT 0,
+    deletes INTEGER NOT NULL DEFAULT 0, new_accounts INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS daily (day INTEGER PRIMARY KEY, users INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS daily_user (
+    day INTEGER NOT NULL, did_hash INTEGER NOT NULL, PRIMARY KEY (day, did_hash)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS langs (
+    day INTEGER NOT NULL, lang TEXT NOT NULL, posts INTEGER NOT NULL, PRIMARY KEY (day, lang)
+) WITHOUT ROWID;";
+
+/// The figure a commit op adds to, if any.
+fn figure(op: Operation, collection: &str) -> Option<usize> {
+    use Operation::*;
+    match (op, collection) {
+        (Delete, _) => Some(DELETES),
+        (Create, "app.bsky.feed.post") => Some(POSTS),
+        (Create, "app.bsky.feed.like") => Some(1),
+        (Create, "app.bsky.feed.repost") => Some(2),
+        (Create, "app.bsky.graph.follow") => Some(3),
+        (Create, "app.bsky.graph.block") => Some(4),
+        (Update, "app.bsky.actor.profile") => Some(PROFILE_UPDATES),
+        (Create, "app.bsky.actor.profile") => Some(NEW_ACCOUNTS),
+        _ => None,
+    }
+}
+
+/// The language a post's `langs` entry is counted under.
+pub fn language(tag: &str) -> String {
+    let primary = tag.split(['-', '_']).next().unwrap_or("");
+    if (2..=3).contains(&primary.len()) && primary.bytes().all(|b| b.is_ascii_alphabetic()) {
+        primary.to_ascii_lowercase()
+    } else {
+        "other".into()
+    }
+}
+
+/// The part of a post record charts reads.
+#[derive(serde::Deserialize)]
+struct Post {
+    #[serde(default)]
+    langs: serde_json::Value,
+}
+
+/// The charts handler.
+#[derive(Default)]
+pub struct Charts {
+    hours: BTreeMap<i64, [i64; 8]>,
+    langs: HashMap<(i64, String), i64>,
+    users: Users,
+}
+
+impl Charts {
+    /// The post's languages (deduplicated), or poison if the record is not an object.
+    fn post_langs(msg: &Msg<'_>) -> Result<Vec<String>, HandleError> {
+        let Some(record) = msg.event.commit().and_then(|c| c.record_as::<Post>()) else {
+            return Ok(vec!["none".into()]); // tooBig: no record
+        };
+        let post = record.map_err(|_| HandleError::Poison("bad_record"))?;
+        let mut out: Vec<String> = post
+            .langs
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .take(3)
+                    .filter_map(|l| l.as_str())
+                    .map(language)
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out.dedup();
+        if out.is_empty() {
+            out.push("none".into());
+        }
+        Ok(out)
+    }
+}
+
+impl Handler for Charts {
+    const POISON_REASONS: &'static [&'static str] = &["bad_record"];
+
+    fn init(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+        tx.execute_batch(SCHEMA)
+    }
+
+    fn rebuild_from(&self, t: i64) -> i64 {
+        // A day's distinct users cannot be split: rebuild whole UTC days.
+        let day_us = DAY_S * 1_000_000;
+        t.div_euclid(day_us) * day_us
+    }
+
+    fn rebuild(&mut self, tx: &Transaction<'_>, from: Rebuild) -> rusqlite::Result<()> {
+        let from_s = match from {
+            Rebuild::All => i64::MIN,
+            Rebuild::Since(t) => t.div_euclid(1_000_000),
+        };
+        for table in ["daily", "daily_user", "langs"] {
+            tx.execute(&format!("DELETE FROM {table} WHERE day >= ?1"), [from_s])?;
+        }
+        tx.execute("DELETE FROM hourly WHERE hour >= ?1", [from_s])?;
+        self.users.forget_from(from_s);
+        Ok(())
+    }
+
+    fn handle(&mut self, tx: &Transaction<'_>, msg: &Msg<'_>) -> Result<(), HandleError> {
+        let Some(commit) = msg.event.commit() else {
+            return Ok(()); // identity, account, sync: not charted
+        };
+        let secs = msg.event.time_us.div_euclid(1_000_000);
+        let day = secs.div_euclid(DAY_S) * DAY_S;
+        let fig = figure(commit.operation, &commit.collection);
+        let langs = if fig == Some(POSTS) {
+            Self::post_langs(msg)?
+        } else {
+            Vec::new()
+        };
+        if let Some(i) = fig {
+            self.hours
+                .entry(secs.div_euclid(HOUR_S) * HOUR_S)
+                .or_default()[i] += 1;
+        }
+        for lang in langs {
+            *self.langs.entry((day, lang)).or_default() += 1;
+        }
+        self.users.seen(tx, day, &msg.event.did)?;
+        Ok(())
+    }
+
+    fn flush(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+        let mut hour = tx.prepare_cached(
+            "INSERT INTO hourly (hour, posts, likes, reposts, follows, blocks, profile_updates,
+                deletes, new_accounts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT(hour) DO UPDATE SET posts = posts + excluded.posts,
+                likes = likes + excluded.likes, reposts = reposts + excluded.reposts,
+                follows = follows + excluded.follows, blocks = blocks + excluded.blocks,
+                profile_updates = profile_updates + excluded.profile_updates,
+                deletes = deletes + excluded.deletes,
+                new_accounts = new_accounts + excluded.new_accounts",
+        )?;
+        for (h, c) in std::mem::take(&mut self.hours) {
+            hour.execute((h, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]))?;
+        }
+        let mut lang = tx.prepare_cached(
+            "INSERT INTO langs (day, lang, posts) VALUES (?1, ?2, ?3)
+             ON CONFLICT(day, lang) DO UPDATE SET posts = posts + excluded.posts",
+        )?;
+        for ((day, l), n) in self.langs.drain() {
+            lang.execute((day, l, n))?;
+        }
+        self.users.flush(tx)
+    }
+
+    fn committed(&mut self) {
+        self.users.committed();
+    }
+
+    fn rolled_back(&mut self) {
+        self.hours.clear();
+        self.langs.clear();
+        self.users.rolled_back();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn languages() {
+        assert_eq!(language("pt-BR"), "pt");
+        assert_eq!(language("EN"), "en");
+        assert_eq!(language("yue"), "yue");
+        assert_eq!(language("x-pig-latin"), "other");
+        assert_eq!(language("english"), "other");
+        assert_eq!(language(""), "other");
+    }
+
+    #[test]
+    fn figures() {
+        use Operation::*;
+        assert_eq!(figure(Create, "app.bsky.feed.post"), Some(POSTS));
+        assert_eq!(figure(Delete, "app.bsky.feed.post"), Some(DELETES));
+        assert_eq!(figure(Update, "app.bsky.feed.post"), None);
+        assert_eq!(figure(Create, "app.bsky.actor.profile"), Some(NEW_ACCOUNTS));
+        assert_eq!(
+            FIGURES[figure(Create, "app.bsky.graph.block").unwrap_or(0)],
+            "blocks"
+        );
+    }
+}

@@ -1,0 +1,87 @@
+//! # charts: the network's activity, by event time
+//!
+//! Where it sits: `JetStream stream BSKY → durable consumer "charts" (kit) → SQLite →
+//! page, JSON, /metrics`. What bskycharts showed: posts, likes, reposts, follows, blocks,
+//! profile updates, deletes and new accounts per hour, daily active users, and the
+//! languages of posts, every figure keyed by the event's own time.
+//!
+//! - [`handler`]: what one commit does to the tables (the rules of each figure);
+//! - [`users`]: exact distinct users per day in bounded memory (64-bit DID hashes);
+//! - [`query`]: the read side, shared by the page, the JSON API and the tests;
+//! - [`web`] and [`svg`]: the page, drawn on the server, working offline;
+//! - [`config`]: the typed configuration (`BSKY_CHARTS_…`), `--from-seq`/`--from-time`.
+//!
+//! `main.rs` parses the configuration and calls [`run`]; tests call the same function.
+
+pub mod config;
+pub mod handler;
+pub mod query;
+pub mod svg;
+pub mod users;
+pub mod web;
+
+use anyhow::Context as _;
+use config::Config;
+use kit::{Handler, Progress, Start};
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// Prefix of the metrics (`bsky_charts_messages_total`, …).
+pub const METRICS_PREFIX: &str = "bsky_charts";
+
+/// Runs the consumer and the web server until `shutdown` fires (or the consumer stops on
+/// an error, which stops the web server too).
+pub async fn run(config: Config, start: Start, shutdown: CancellationToken) -> anyhow::Result<()> {
+    info!(config = %config.summary(), ?start, "starting");
+    let client = service::nats::connect(&config.nats).await?;
+    info!(server = %client.server_info().version, "connected to NATS");
+    let js = async_nats::jetstream::new(client.clone());
+
+    let mut registry = prometheus_client::registry::Registry::with_prefix(METRICS_PREFIX);
+    let metrics = kit::metrics::Metrics::register(&mut registry, handler::Charts::POISON_REASONS);
+    let (progress_tx, progress_rx) = watch::channel(Progress::default());
+
+    let listener = tokio::net::TcpListener::bind(&config.web.listen)
+        .await
+        .with_context(|| format!("web.listen {}", config.web.listen))?;
+    info!(addr = %listener.local_addr()?, "charts page on /, JSON on /api/, metrics on /metrics");
+    let state = Arc::new(web::AppState {
+        db: config.state.path.clone(),
+        progress: progress_rx,
+        days: config.web.days,
+    });
+    let router = web::router(state).merge(service::telemetry::metrics_router(registry));
+    let web_stop = CancellationToken::new();
+    let web_task = tokio::spawn(service::telemetry::serve(
+        listener,
+        router,
+        web_stop.clone(),
+    ));
+
+    let opts = kit::Options {
+        consumer: config.consumer.clone(),
+        state: config.state.clone(),
+        start,
+    };
+    let result = kit::run(
+        js,
+        opts,
+        handler::Charts::default(),
+        metrics,
+        progress_tx,
+        shutdown,
+    )
+    .await;
+    web_stop.cancel();
+    match web_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "web server"),
+        Err(e) => tracing::warn!(error = %e, "web server task"),
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), client.flush()).await;
+    result?;
+    info!("stopped");
+    Ok(())
+}

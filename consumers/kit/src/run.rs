@@ -1,0 +1,586 @@
+//! The consumer loop: durable pull consumer → batches → one SQLite transaction each →
+//! acks.
+//!
+//! ```text
+//! messages ──▶ classify ──▶ batch (≤ consumer.batch, ≤ consumer.linger) ──▶ Worker::apply
+//!   (pull)     ≤ position: ack, skip          (spawn_blocking, one transaction)   │
+//!              in hand already: drop                                              ▼
+//!              delivery gap: rewind            poison: TERM; last message: ACK (ack_policy all)
+//!                                              transient: NAK with delay, retried in order
+//! ```
+//!
+//! **Order.** Messages are applied in stream order, so the committed position means
+//! "everything matching up to here is applied". A transient failure NAKs the batch with a
+//! delay (growing to `retry_max`); messages that arrive meanwhile with a higher sequence
+//! are NAKed too and held back until the lower ones have come again and been applied.
+//! When that does not happen in time, or a delivery went missing (a gap in the consumer's
+//! delivery sequence, e.g. lost in a reconnect), the loop *rewinds*: the durable consumer is
+//! recreated at the committed position + 1.
+//!
+//! **Shutdown.** When `shutdown` fires, the batch being applied is committed and acked;
+//! messages in hand that were not applied are left unacknowledged (the next start
+//! recreates the consumer at the committed position, so they come first).
+
+use crate::config::{self, Start};
+use crate::consumer::{self, ConsumerError, Opened};
+use crate::handler::{Handler, Rebuild};
+use crate::metrics::{Metrics, Outcome, ReasonLabel, Rewind};
+use crate::state::{self, Position, StateError};
+use crate::status::{Progress, Tracker};
+use crate::worker::{ApplyError, Raw, Worker};
+use async_nats::jetstream::consumer::pull::MessagesErrorKind;
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::message::AckKind;
+use async_nats::jetstream::{self, stream::Stream};
+use futures_util::StreamExt;
+use std::collections::{BTreeSet, HashSet};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Idle heartbeat asked of the server for the pull stream.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How long to wait between attempts while the stream does not exist yet.
+const WAIT_STREAM: Duration = Duration::from_secs(1);
+
+/// What the loop needs besides the handler.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `[consumer]`
+    pub consumer: config::Consumer,
+    /// `[state]`
+    pub state: config::State,
+    /// Resume, or rebuild (`--from-seq`, `--from-time`).
+    pub start: Start,
+}
+
+/// Why the loop stopped. Each one means: stop the service, and tell the operator (a
+/// restart resumes from the committed position).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The database cannot be used.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The durable consumer cannot be opened.
+    #[error(transparent)]
+    Consumer(#[from] ConsumerError),
+    /// The stream cannot be read.
+    #[error("stream {stream}: {reason}")]
+    Stream {
+        /// Its name.
+        stream: String,
+        /// Why.
+        reason: String,
+    },
+    /// `--from-time` cannot be honoured.
+    #[error("--from-time: {0}")]
+    Rebuild(String),
+    /// The handler panicked (a bug); nothing of its batch was committed.
+    #[error("the handler panicked: {0}")]
+    Panicked(String),
+}
+
+/// Runs `handler` over the stream until `shutdown` fires. `progress` receives the position
+/// after each batch and the lag after each status poll.
+pub async fn run<H: Handler>(
+    js: jetstream::Context,
+    opts: Options,
+    handler: H,
+    metrics: Metrics,
+    progress: watch::Sender<Progress>,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let cfg = opts.consumer.clone();
+    let state_cfg = opts.state.clone();
+    let (mut worker, stored) = blocking(move || -> Result<_, RunError> {
+        let conn = state::open(&state_cfg)?;
+        let stored = state::load(&conn)?;
+        let mut w = Worker {
+            conn,
+            handler,
+            position: stored.clone().unwrap_or(Position {
+                stream: String::new(),
+                stream_created: String::new(),
+                seq: 0,
+                time_us: None,
+                rebuilding: None,
+            }),
+        };
+        w.init().map_err(StateError::from)?;
+        Ok((w, stored))
+    })
+    .await??;
+
+    let Some(stream) = wait_for_stream(&js, &cfg.stream, &shutdown).await? else {
+        return Ok(());
+    };
+    let info = stream.get_info().await.map_err(|e| RunError::Stream {
+        stream: cfg.stream.clone(),
+        reason: e.to_string(),
+    })?;
+    let created = info.created.unix_timestamp_nanos().to_string();
+    let state = info.state;
+    if let (Some(stored), Start::Resume | Start::FromTime(_)) = (&stored, opts.start) {
+        state::check_stream(stored, &cfg.stream, &created)?;
+    }
+    worker.position.stream = cfg.stream.clone();
+    worker.position.stream_created = created;
+
+    let mut force_new = false;
+    match opts.start {
+        Start::Resume => {}
+        Start::FromSeq(n) => {
+            tracing::warn!(from_seq = n, "rebuild: dropping all derived state");
+            worker = rebuild(worker, Rebuild::All, n).await?;
+            force_new = true;
+        }
+        Start::FromTime(t) => {
+            let mut from = worker.handler.rebuild_from(t).min(t);
+            if let Some(r) = worker.position.rebuilding {
+                from = from.min(r.from_us);
+            }
+            check_reaches(&stream, &state, from).await?;
+            let margin = i64::try_from(cfg.seek_margin.as_micros()).unwrap_or(i64::MAX);
+            let seek = crate::seek::seq_at_time(&stream, from.saturating_sub(margin))
+                .await
+                .map_err(|e| RunError::Stream {
+                    stream: cfg.stream.clone(),
+                    reason: e.to_string(),
+                })?;
+            let start = seek.unwrap_or(u64::MAX).min(worker.position.seq + 1);
+            tracing::warn!(
+                from_time_us = from,
+                from_seq = start,
+                "rebuild: dropping state from this event time on"
+            );
+            worker = rebuild(worker, Rebuild::Since(from), start).await?;
+            force_new = true;
+        }
+    }
+    let position = worker.position.clone();
+    metrics
+        .position
+        .set(i64::try_from(position.seq).unwrap_or(i64::MAX));
+    progress.send_modify(|p| {
+        p.seq = position.seq;
+        p.time_us = position.time_us;
+    });
+    // A first start reads what the stream holds; anything else must find its position
+    // still in the stream.
+    let mut tracker = Tracker::at(if stored.is_some() || opts.start != Start::Resume {
+        position.seq
+    } else {
+        state.first_sequence.saturating_sub(1)
+    });
+    if state.messages > 0 {
+        let lost = tracker.check_loss(state.first_sequence, 0, u64::MAX, &metrics);
+        progress.send_modify(|p| p.lost += lost);
+    }
+
+    let (consumer, opened) = consumer::open(&stream, &cfg, position.seq, force_new).await?;
+    let mut l = Loop {
+        stream,
+        cfg,
+        metrics,
+        progress,
+        shutdown,
+        worker: Some(worker),
+        consumer,
+        last_delivery: match opened {
+            Opened::Bound { last_delivery } => last_delivery,
+            Opened::Created => 0,
+        },
+        owed: BTreeSet::new(),
+        retry: opts.consumer.retry_min,
+        last_progress: Instant::now(),
+        tracker,
+    };
+    l.run().await
+}
+
+/// Runs `f` on the blocking pool; a panic becomes [`RunError::Panicked`].
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, RunError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| RunError::Panicked(e.to_string()))
+}
+
+async fn rebuild<H: Handler>(
+    mut w: Worker<H>,
+    from: Rebuild,
+    start: u64,
+) -> Result<Worker<H>, RunError> {
+    blocking(move || {
+        let r = w.rebuild(from, start);
+        r.map(|_| w)
+    })
+    .await?
+    .map_err(|e| RunError::State(e.into()))
+}
+
+/// Refuses a `--from-time` older than the stream's oldest event: the state between would
+/// be deleted and never counted again.
+async fn check_reaches(
+    stream: &Stream,
+    state: &jetstream::stream::State,
+    from: i64,
+) -> Result<(), RunError> {
+    if state.messages == 0 {
+        return Ok(());
+    }
+    let oldest = stream
+        .direct_get_next_for_subject(crate::seek::ALL, Some(state.first_sequence))
+        .await
+        .ok()
+        .and_then(|m| crate::event::time_us(&m.payload).ok());
+    match oldest {
+        Some(oldest) if oldest > from => Err(RunError::Rebuild(format!(
+            "the stream's oldest event is at {oldest} µs, after {from} µs: the state between \
+             would be lost; give a later time"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The stream, once it exists (the ingestor may start after us); `None` on shutdown.
+async fn wait_for_stream(
+    js: &jetstream::Context,
+    name: &str,
+    shutdown: &CancellationToken,
+) -> Result<Option<Stream>, RunError> {
+    let mut logged = false;
+    loop {
+        match js.get_stream(name).await {
+            Ok(s) => return Ok(Some(s)),
+            Err(e) => {
+                if !logged {
+                    tracing::warn!(stream = name, error = %e, "waiting for the stream to exist");
+                    logged = true;
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(WAIT_STREAM) => {}
+        }
+    }
+}
+
+/// What ended a batch's collection.
+enum Next {
+    /// Apply the batch.
+    Apply,
+    /// Apply nothing more; stop.
+    Stop,
+    /// Recreate the consumer at the position (after applying nothing of the batch).
+    Rewind(Rewind),
+    /// The pull stream ended or failed: open a new one on the same consumer.
+    Reopen,
+}
+
+struct Loop<H> {
+    stream: Stream,
+    cfg: config::Consumer,
+    metrics: Metrics,
+    progress: watch::Sender<Progress>,
+    shutdown: CancellationToken,
+    worker: Option<Worker<H>>,
+    consumer: PullConsumer,
+    /// The last delivery sequence received (0: none since the consumer was opened).
+    last_delivery: u64,
+    /// NAKed messages that must be applied before anything above them.
+    owed: BTreeSet<u64>,
+    /// The next NAK delay.
+    retry: Duration,
+    /// When the position last moved.
+    last_progress: Instant,
+    tracker: Tracker,
+}
+
+impl<H: Handler> Loop<H> {
+    fn position(&self) -> u64 {
+        self.worker.as_ref().map_or(0, |w| w.position.seq)
+    }
+
+    async fn run(&mut self) -> Result<(), RunError> {
+        let mut ticker = tokio::time::interval(self.cfg.status_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let mut messages = match self
+                .consumer
+                .stream()
+                .max_messages_per_batch(self.cfg.batch)
+                .heartbeat(HEARTBEAT)
+                .messages()
+                .await
+            {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot open the pull stream; retrying");
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(self.cfg.retry_min) => continue,
+                    }
+                }
+            };
+            loop {
+                let mut batch = Vec::with_capacity(self.cfg.batch);
+                let next = self.collect(&mut messages, &mut batch, &mut ticker).await;
+                match next {
+                    Next::Apply => self.apply(batch).await?,
+                    Next::Stop => {
+                        tracing::info!(position = self.position(), "stopped");
+                        return Ok(());
+                    }
+                    Next::Rewind(reason) => {
+                        drop(messages);
+                        self.rewind(reason).await?;
+                        break;
+                    }
+                    Next::Reopen => break,
+                }
+            }
+        }
+    }
+
+    /// Collects a batch: up to `consumer.batch` messages, waiting at most
+    /// `consumer.linger` after the first one.
+    async fn collect(
+        &mut self,
+        messages: &mut async_nats::jetstream::consumer::pull::Stream,
+        batch: &mut Vec<jetstream::Message>,
+        ticker: &mut tokio::time::Interval,
+    ) -> Next {
+        let mut in_hand = HashSet::new();
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let linger = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let m = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return Next::Stop,
+                _ = linger => return Next::Apply,
+                _ = ticker.tick() => {
+                    if let Some(reason) = self.status().await {
+                        return Next::Rewind(reason);
+                    }
+                    continue;
+                }
+                m = messages.next() => m,
+            };
+            let m = match m {
+                Some(Ok(m)) => m,
+                Some(Err(e)) if e.kind() == MessagesErrorKind::ConsumerDeleted => {
+                    return Next::Rewind(Rewind::Deleted)
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "pull stream failed; opening a new one");
+                    return if batch.is_empty() {
+                        Next::Reopen
+                    } else {
+                        Next::Apply
+                    };
+                }
+                None => {
+                    return if batch.is_empty() {
+                        Next::Reopen
+                    } else {
+                        Next::Apply
+                    }
+                }
+            };
+            let Ok(info) = m.info() else {
+                tracing::warn!(subject = %m.subject, "a message without JetStream metadata; ignored");
+                continue;
+            };
+            let (seq, delivery) = (info.stream_sequence, info.consumer_sequence);
+            if delivery != self.last_delivery + 1 {
+                tracing::warn!(
+                    expected = self.last_delivery + 1,
+                    got = delivery,
+                    "a delivery went missing (lost in transit, or another process reads this durable); rewinding"
+                );
+                return Next::Rewind(Rewind::DeliveryGap);
+            }
+            self.last_delivery = delivery;
+            self.tracker.received(seq);
+            if seq <= self.position() {
+                // Applied and committed before (a redelivery): acknowledge, skip.
+                self.metrics.count(Outcome::Redelivered, 1);
+                if let Err(e) = m.ack().await {
+                    tracing::debug!(error = %e, "ack of a redelivered message failed");
+                }
+                continue;
+            }
+            if !in_hand.insert(seq) {
+                self.metrics.count(Outcome::Duplicate, 1);
+                continue;
+            }
+            batch.push(m);
+            self.metrics.acks_pending.set(batch.len() as i64);
+            if batch.len() >= self.cfg.batch {
+                return Next::Apply;
+            }
+            if deadline.is_none() {
+                deadline = Some(tokio::time::Instant::now() + self.cfg.linger);
+            }
+        }
+    }
+
+    /// Applies what may be applied of `batch` in order, holds back the rest.
+    async fn apply(&mut self, mut batch: Vec<jetstream::Message>) -> Result<(), RunError> {
+        let seq_of = |m: &jetstream::Message| m.info().map(|i| i.stream_sequence).unwrap_or(0);
+        batch.sort_by_key(seq_of);
+        let here: HashSet<u64> = batch.iter().map(seq_of).collect();
+        // The lowest NAKed message not here: nothing above it may be applied yet.
+        let cut = self.owed.iter().find(|s| !here.contains(s)).copied();
+        let split = cut.map_or(batch.len(), |c| batch.partition_point(|m| seq_of(m) < c));
+        let held = batch.split_off(split);
+        if !held.is_empty() {
+            self.nak(&held, self.cfg.retry_min).await;
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let raws: Vec<Raw> = batch
+            .iter()
+            .map(|m| Raw {
+                seq: seq_of(m),
+                subject: m.subject.clone(),
+                payload: m.payload.clone(),
+                stored_ns: m.info().map_or(0, |i| i.published.unix_timestamp_nanos()),
+            })
+            .collect();
+        let Some(mut worker) = self.worker.take() else {
+            return Err(RunError::Panicked("the worker was lost".into()));
+        };
+        let (worker, result) = blocking(move || {
+            let r = worker.apply(&raws);
+            (worker, r)
+        })
+        .await?;
+        let position = worker.position.clone();
+        self.worker = Some(worker);
+        match result {
+            Ok(applied) => {
+                for (seq, reason) in &applied.poison {
+                    if let Some(m) = batch.iter().find(|m| seq_of(m) == *seq) {
+                        let _ = m.ack_with(AckKind::Term).await;
+                    }
+                    self.metrics
+                        .poison
+                        .get_or_create(&ReasonLabel { reason })
+                        .inc();
+                }
+                if let Some(last) = batch.last() {
+                    if let Err(e) = last.ack().await {
+                        tracing::warn!(error = %e, "ack failed; the server will deliver again (skipped)");
+                    }
+                }
+                for m in &batch {
+                    self.owed.remove(&seq_of(m));
+                }
+                let n = batch.len() as u64;
+                self.metrics.count(Outcome::Processed, n - applied.kept);
+                self.metrics.count(Outcome::Kept, applied.kept);
+                self.metrics.batches.inc();
+                self.metrics.acks_pending.set(0);
+                self.metrics
+                    .position
+                    .set(i64::try_from(position.seq).unwrap_or(i64::MAX));
+                self.retry = self.cfg.retry_min;
+                self.last_progress = Instant::now();
+                self.progress.send_modify(|p| {
+                    p.seq = position.seq;
+                    p.time_us = position.time_us;
+                });
+            }
+            Err(ApplyError::Transient(e)) => {
+                let delay = self.retry;
+                tracing::warn!(error = %e, first_seq = seq_of(&batch[0]), messages = batch.len(), ?delay,
+                    "batch rolled back; NAKed to come again after the delay");
+                self.metrics.transient_failures.inc();
+                self.nak(&batch, delay).await;
+                self.retry = (self.retry * 2).min(self.cfg.retry_max);
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// NAKs `msgs` with `delay` and owes them.
+    async fn nak(&mut self, msgs: &[jetstream::Message], delay: Duration) {
+        for m in msgs {
+            if let Ok(i) = m.info() {
+                self.owed.insert(i.stream_sequence);
+            }
+            if let Err(e) = m.ack_with(AckKind::Nak(Some(delay))).await {
+                tracing::debug!(error = %e, "NAK failed; the server will deliver again after ack_wait");
+            }
+        }
+        self.metrics.count(Outcome::Nak, msgs.len() as u64);
+        self.metrics.acks_pending.set(0);
+    }
+
+    /// The status poll; asks for a rewind when NAKed messages did not come back in time.
+    async fn status(&mut self) -> Option<Rewind> {
+        let mut p = self.progress.borrow().clone();
+        self.tracker
+            .poll(
+                &self.stream,
+                &mut self.consumer,
+                self.last_delivery,
+                &mut p,
+                &self.metrics,
+            )
+            .await;
+        self.progress.send_replace(p);
+        let patience = self.cfg.ack_wait + self.cfg.retry_max * 2;
+        (!self.owed.is_empty() && self.last_progress.elapsed() > patience)
+            .then_some(Rewind::Stalled)
+    }
+
+    /// Recreates the durable consumer at the committed position + 1.
+    async fn rewind(&mut self, reason: Rewind) -> Result<(), RunError> {
+        let position = self.position();
+        tracing::warn!(
+            reason = reason.as_str(),
+            position,
+            "rewinding: recreating the durable consumer at the committed position"
+        );
+        self.metrics
+            .rewinds
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .inc();
+        self.owed.clear();
+        self.last_delivery = 0;
+        self.tracker.rewound(position);
+        self.last_progress = Instant::now();
+        loop {
+            match consumer::open(&self.stream, &self.cfg, position, true).await {
+                Ok((c, _)) => {
+                    self.consumer = c;
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "rewind failed; retrying");
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(self.retry) => {}
+                    }
+                }
+            }
+        }
+    }
+}

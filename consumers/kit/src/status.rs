@@ -1,0 +1,237 @@
+//! Where the service stands against the stream: lag in messages and in event time, and
+//! messages the stream dropped (retention limits) before the service read them.
+//!
+//! Asked of the server every `consumer.status_interval`, published as [`Progress`] on a
+//! `watch` channel (a web page shows it: "data up to 14:05 UTC, 3 min behind") and as
+//! metrics.
+//!
+//! **Losses.** Sequence gaps are normal with subject filters, so a gap alone says nothing.
+//! The tracker keeps `covered` (every sequence up to it is accounted for) and the *holes*
+//! between consecutive deliveries since the last poll: sequences the server skipped for
+//! us, because they did not match or because they were already gone. At each poll (once
+//! the deliveries in transit then have arrived), the parts of those holes, and of the
+//! range past the last delivery, that lie below the stream's first sequence are counted
+//! lost; what lies above it still existed, so it did not match. With filters this is an
+//! upper bound (a non-matching message deleted between its skip and the poll counts too).
+//! At start, against the stored position, the count is exact for a consumer of `bsky.>`;
+//! while running it can fall short when the stream drops messages faster than the polls
+//! see it (a known limit: `tests/consume.rs` checks detection and no over-count only).
+//! Each loss is logged as an error and added to `<prefix>_retention_lost_messages_total`;
+//! the start of a run checks the stored position the same way (a service stopped for
+//! longer than the stream keeps messages).
+
+use crate::metrics::Metrics;
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::stream::Stream;
+
+/// Most holes remembered between two polls.
+const MAX_HOLES: usize = 1 << 20;
+
+/// The service against the stream, as last asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Progress {
+    /// Stream sequence of the last message applied (0: none).
+    pub seq: u64,
+    /// Event time (µs) of that message.
+    pub time_us: Option<i64>,
+    /// The stream's last sequence.
+    pub stream_last_seq: u64,
+    /// Event time (µs) of the stream's last message.
+    pub stream_last_time_us: Option<i64>,
+    /// Matching messages not yet applied (the server's count).
+    pub pending: u64,
+    /// Stream messages lost to retention before this service read them, since it started
+    /// (an upper bound of the matching ones).
+    pub lost: u64,
+    /// Whether the status was ever read from the server.
+    pub known: bool,
+}
+
+impl Progress {
+    /// How far the applied data is behind the stream, in event time (µs): 0 when nothing
+    /// is pending.
+    pub fn behind_us(&self) -> i64 {
+        if self.pending == 0 {
+            return 0;
+        }
+        match (self.stream_last_time_us, self.time_us) {
+            (Some(last), Some(ours)) => (last - ours).max(0),
+            _ => 0,
+        }
+    }
+}
+
+/// What the status poll remembers between polls.
+#[derive(Debug, Default)]
+pub(crate) struct Tracker {
+    /// Every stream sequence up to here is accounted for.
+    covered: u64,
+    /// Highest sequence delivered to us (when above `covered`).
+    received: u64,
+    /// Losses are reported up to here.
+    reported: u64,
+    /// Sequences skipped between consecutive deliveries above `covered` (inclusive).
+    holes: Vec<(u64, u64)>,
+    /// A poll to finish once the deliveries then in transit have arrived: the stream's
+    /// first sequence then, and the server's last delivery sequence then.
+    audit: Option<(u64, u64)>,
+    /// The stream's last message: (sequence, event time).
+    last: Option<(u64, Option<i64>)>,
+}
+
+impl Tracker {
+    /// A tracker for a consumer whose committed position is `position`.
+    pub fn at(position: u64) -> Tracker {
+        Tracker {
+            covered: position,
+            received: position,
+            ..Tracker::default()
+        }
+    }
+
+    /// A message was delivered.
+    pub fn received(&mut self, seq: u64) {
+        if seq <= self.received.max(self.covered) {
+            return; // a redelivery
+        }
+        let from = self.received.max(self.covered) + 1;
+        if seq > from {
+            if self.holes.len() >= MAX_HOLES {
+                // Polls keep failing: stay bounded, at the price of missing a loss here.
+                self.holes.clear();
+            }
+            self.holes.push((from, seq - 1));
+        }
+        self.received = seq;
+    }
+
+    /// The consumer was recreated at `position`: what was in hand is not accounted for.
+    pub fn rewound(&mut self, position: u64) {
+        self.covered = position.max(self.reported);
+        self.received = self.covered;
+        self.holes.clear();
+        self.audit = None;
+    }
+
+    /// Starts or finishes the loss check against the stream's `first` sequence: finished
+    /// once our deliveries (`our_delivery`) reached the server's (`server_delivery`) when
+    /// it started (`u64::MAX`: nothing is in transit). Returns the number of stream
+    /// messages newly found lost.
+    pub fn check_loss(
+        &mut self,
+        first: u64,
+        server_delivery: u64,
+        our_delivery: u64,
+        metrics: &Metrics,
+    ) -> u64 {
+        if our_delivery == u64::MAX {
+            // Everything delivered has arrived: check against the stream as it is now.
+            self.audit = Some((first, 0));
+        }
+        let (first_then, wait_for) = *self.audit.get_or_insert((first, server_delivery));
+        if our_delivery < wait_for {
+            return 0;
+        }
+        self.audit = None;
+        let below = |(a, b): (u64, u64), first: u64| {
+            if a < first {
+                b.min(first - 1) - a + 1
+            } else {
+                0
+            }
+        };
+        // Holes were skipped by the server: below the first sequence now, they are gone.
+        let mut lost: u64 = self.holes.iter().map(|&h| below(h, first)).sum();
+        // Past the last delivery, only what was gone before the deliveries then in
+        // transit (all arrived) is surely lost; the rest waits for the next poll.
+        let tail = self.received.max(self.covered) + 1;
+        lost += below((tail, u64::MAX), first_then);
+        if lost > 0 {
+            tracing::error!(
+                after_seq = self.covered,
+                stream_first_seq = first,
+                lost,
+                "the stream dropped messages before this service read them (retention \
+                 limits): its figures miss up to this many stream messages"
+            );
+            metrics.retention_lost.inc_by(lost);
+            self.reported = self.reported.max(first_then - 1);
+        }
+        self.covered = self
+            .covered
+            .max(self.received)
+            .max(first_then.saturating_sub(1));
+        self.received = self.covered;
+        self.holes.clear();
+        lost
+    }
+
+    /// The server has seen every message up to `last` for us (nothing pending).
+    fn scanned(&mut self, last: u64) {
+        if self.audit.is_none() && last >= self.received {
+            self.covered = self.covered.max(last);
+            self.received = self.covered;
+            self.holes.clear();
+        }
+    }
+
+    /// Asks the stream and the consumer, and fills `progress` (position fields are the
+    /// caller's). Errors are logged and leave the previous values.
+    pub async fn poll(
+        &mut self,
+        stream: &Stream,
+        consumer: &mut PullConsumer,
+        our_delivery: u64,
+        progress: &mut Progress,
+        metrics: &Metrics,
+    ) {
+        // Stream first, consumer second: "nothing pending" then covers the stream's last
+        // sequence as read.
+        let state = match stream.get_info().await {
+            Ok(info) => info.state,
+            Err(e) => {
+                tracing::warn!(error = %e, "stream info failed; lag not updated");
+                return;
+            }
+        };
+        let info = match consumer.info().await {
+            Ok(info) => info.clone(),
+            Err(e) => {
+                tracing::warn!(error = %e, "consumer info failed; lag not updated");
+                return;
+            }
+        };
+        let pending = info.num_pending + info.num_ack_pending as u64;
+        if state.messages > 0 {
+            let server_delivery = info.delivered.consumer_sequence;
+            // Nothing pending or unacknowledged: every delivery has arrived.
+            let our_delivery = if pending == 0 { u64::MAX } else { our_delivery };
+            progress.lost +=
+                self.check_loss(state.first_sequence, server_delivery, our_delivery, metrics);
+        }
+        if pending == 0 {
+            self.scanned(state.last_sequence);
+        }
+        let last_time = match self.last {
+            Some((seq, t)) if seq == state.last_sequence => t,
+            _ if state.messages == 0 => None,
+            _ => {
+                let t = stream
+                    .direct_get(state.last_sequence)
+                    .await
+                    .ok()
+                    .and_then(|m| crate::event::time_us(&m.payload).ok());
+                self.last = Some((state.last_sequence, t));
+                t
+            }
+        };
+        progress.stream_last_seq = state.last_sequence;
+        progress.stream_last_time_us = last_time;
+        progress.pending = pending;
+        progress.known = true;
+        metrics
+            .lag_messages
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+        metrics.lag_seconds.set(progress.behind_us() as f64 / 1e6);
+    }
+}

@@ -1,0 +1,452 @@
+//! The consumer loop against a real nats-server: every message applied once and in order,
+//! redeliveries skipped, poison terminated and counted, transient failures retried in
+//! order, losses to the stream's retention detected, rebuilds that count nothing twice.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use async_nats::jetstream::{self, consumer};
+use kit::metrics::{Metrics, Outcome, OutcomeLabel, ReasonLabel};
+use kit::rusqlite::{self, Transaction};
+use kit::{HandleError, Handler, Msg, Progress, Rebuild, Start};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Records every application of a message: `applied(seq, time_us, n, ord)`.
+#[derive(Default, Clone)]
+struct Recorder {
+    /// Fail this sequence (transiently) this many more times.
+    fail: Arc<Mutex<HashMap<u64, u32>>>,
+    /// Sleep this long per message.
+    slow: Duration,
+}
+
+impl Handler for Recorder {
+    const POISON_REASONS: &'static [&'static str] = &["test_poison"];
+
+    fn init(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS applied (seq INTEGER PRIMARY KEY, time_us INTEGER,
+             n INTEGER NOT NULL, ord INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS counter (id INTEGER PRIMARY KEY, next INTEGER);",
+        )
+    }
+
+    fn rebuild(&mut self, tx: &Transaction<'_>, from: Rebuild) -> rusqlite::Result<()> {
+        match from {
+            Rebuild::All => tx.execute("DELETE FROM applied", []),
+            Rebuild::Since(t) => tx.execute("DELETE FROM applied WHERE time_us >= ?1", [t]),
+        }
+        .map(drop)
+    }
+
+    fn handle(&mut self, tx: &Transaction<'_>, msg: &Msg<'_>) -> Result<(), HandleError> {
+        if let Some(n) = self.fail.lock().unwrap().get_mut(&msg.seq) {
+            if *n > 0 {
+                *n -= 1;
+                return Err(HandleError::Transient("injected failure".into()));
+            }
+        }
+        if msg
+            .event
+            .commit()
+            .is_some_and(|c| c.collection == "app.bsky.test.poison")
+        {
+            return Err(HandleError::Poison("test_poison"));
+        }
+        std::thread::sleep(self.slow);
+        tx.execute(
+            "INSERT INTO applied VALUES (?1, ?2, 1, (SELECT COUNT(*) FROM applied))
+             ON CONFLICT(seq) DO UPDATE SET n = n + 1",
+            (msg.seq as i64, msg.event.time_us),
+        )?;
+        Ok(())
+    }
+}
+
+/// (seq, n) of every applied row, in application order.
+fn applied(db: &Path) -> Vec<(u64, i64)> {
+    let conn = kit::state::open_reader(db).unwrap();
+    let mut st = conn
+        .prepare("SELECT seq, n FROM applied ORDER BY ord")
+        .unwrap();
+    st.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+struct Running {
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), kit::RunError>>,
+    progress: watch::Receiver<Progress>,
+    metrics: Metrics,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+    fn outcome(&self, o: Outcome) -> u64 {
+        self.metrics
+            .messages
+            .get_or_create(&OutcomeLabel {
+                outcome: o.as_str(),
+            })
+            .get()
+    }
+    fn poison(&self, reason: &'static str) -> u64 {
+        self.metrics
+            .poison
+            .get_or_create(&ReasonLabel { reason })
+            .get()
+    }
+}
+
+fn options(db: &Path, tune: impl FnOnce(&mut kit::Options)) -> kit::Options {
+    let mut o = kit::Options::new("test", &["bsky.>"]);
+    o.state.path = db.to_path_buf();
+    o.state.synchronous = kit::config::Synchronous::Normal;
+    o.consumer.status_interval = Duration::from_millis(100);
+    o.consumer.retry_min = Duration::from_millis(100);
+    o.consumer.retry_max = Duration::from_millis(400);
+    tune(&mut o);
+    o
+}
+
+async fn start(url: &str, opts: kit::Options, handler: Recorder) -> Running {
+    let js = jetstream::new(async_nats::connect(url).await.unwrap());
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Metrics::register(&mut registry, Recorder::POISON_REASONS);
+    let (tx, progress) = watch::channel(Progress::default());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(kit::run(
+        js,
+        opts,
+        handler,
+        metrics.clone(),
+        tx,
+        shutdown.clone(),
+    ));
+    Running {
+        shutdown,
+        task,
+        progress,
+        metrics,
+    }
+}
+
+/// A stream like the ingestor's, optionally holding at most `max_messages`.
+async fn own_stream(nats: &testkit::NatsServer, max_messages: i64) -> jetstream::Context {
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let mut cfg = ingest::stream::stream_config(&ingest::config::Config::default().stream);
+    cfg.max_messages = max_messages;
+    js.create_stream(cfg).await.unwrap();
+    js
+}
+
+async fn publish(js: &jetstream::Context, range: std::ops::Range<u64>, collection: &str) {
+    for i in range {
+        let body = kit::testing::commit_json(
+            "did:plc:test",
+            1_783_175_887_000_000 + i as i64,
+            collection,
+            "create",
+            &format!("k{i}"),
+        );
+        js.publish(format!("bsky.{collection}"), body.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn every_message_once_in_order_and_redeliveries_skipped() {
+    let capture = Arc::new(staging::fixtures::corpus().unwrap());
+    let pipeline = ingest::testing::Pipeline::start(capture, Default::default())
+        .await
+        .unwrap();
+    pipeline.wait_stored(152, WAIT).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let url = pipeline.nats.url();
+
+    let mut r = start(
+        &url,
+        options(&db, |o| o.consumer.batch = 16),
+        Recorder::default(),
+    )
+    .await;
+    let p = kit::testing::wait_caught_up(&mut r.progress, 152, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(p.seq, 152);
+    r.stop().await;
+    let rows = applied(&db);
+    assert_eq!(
+        rows,
+        (1..=152).map(|s| (s, 1)).collect::<Vec<_>>(),
+        "once each, in order"
+    );
+
+    // The server forgets where the consumer was (a restored server, say): kit binds it as
+    // it is, and every redelivery at or below the stored position is skipped.
+    let js = jetstream::new(async_nats::connect(&url).await.unwrap());
+    let stream = js.get_stream("BSKY").await.unwrap();
+    stream.delete_consumer("test").await.unwrap();
+    let cfg = options(&db, |o| o.consumer.batch = 16).consumer;
+    let mut want = kit::consumer::desired(&cfg, 1);
+    want.deliver_policy = consumer::DeliverPolicy::All;
+    stream.create_consumer(want).await.unwrap();
+    let mut r = start(
+        &url,
+        options(&db, |o| o.consumer.batch = 16),
+        Recorder::default(),
+    )
+    .await;
+    kit::testing::wait_caught_up(&mut r.progress, 152, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(r.outcome(Outcome::Redelivered), 152);
+    assert_eq!(r.outcome(Outcome::Processed), 0);
+    r.stop().await;
+    assert_eq!(applied(&db), rows, "nothing applied twice");
+    pipeline.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn poison_is_terminated_and_counted_by_reason() {
+    let nats = testkit::NatsServer::start().unwrap();
+    let js = own_stream(&nats, -1).await;
+    publish(&js, 0..2, "app.bsky.feed.like").await; // 1, 2
+    js.publish("bsky.app.bsky.feed.post", "not json".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap(); // 3
+    js.publish(
+        "bsky.app.bsky.feed.post",
+        r#"{"did":"did:plc:x","time_us":1,"kind":"weird"}"#.into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap(); // 4
+    publish(&js, 4..5, "app.bsky.test.poison").await; // 5
+    publish(&js, 5..7, "app.bsky.feed.like").await; // 6, 7
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let mut r = start(&nats.url(), options(&db, |_| {}), Recorder::default()).await;
+    let p = kit::testing::wait_caught_up(&mut r.progress, 7, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(p.seq, 7);
+    assert_eq!(
+        (
+            r.poison("bad_payload"),
+            r.poison("unknown_kind"),
+            r.poison("test_poison")
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(applied(&db), vec![(1, 1), (2, 1), (6, 1), (7, 1)]);
+    // Terminated messages are never delivered again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let info = js
+        .get_stream("BSKY")
+        .await
+        .unwrap()
+        .consumer_info("test")
+        .await
+        .unwrap();
+    assert_eq!((info.num_ack_pending, info.num_redelivered), (0, 0));
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_in_order() {
+    let nats = testkit::NatsServer::start().unwrap();
+    let js = own_stream(&nats, -1).await;
+    publish(&js, 0..300, "app.bsky.feed.like").await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let handler = Recorder::default();
+    handler
+        .fail
+        .lock()
+        .unwrap()
+        .extend([(50, 2), (120, 1), (121, 3)]);
+    let mut r = start(
+        &nats.url(),
+        options(&db, |o| o.consumer.batch = 20),
+        handler.clone(),
+    )
+    .await;
+    kit::testing::wait_caught_up(&mut r.progress, 300, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(r.metrics.transient_failures.get(), 6);
+    assert!(r.outcome(Outcome::Nak) >= 6, "{}", r.outcome(Outcome::Nak));
+    r.stop().await;
+    assert_eq!(
+        applied(&db),
+        (1..=300).map(|s| (s, 1)).collect::<Vec<_>>(),
+        "once each, in order"
+    );
+}
+
+#[tokio::test]
+async fn a_loss_to_retention_is_detected_at_start() {
+    let nats = testkit::NatsServer::start().unwrap();
+    let js = own_stream(&nats, 100).await;
+    publish(&js, 0..50, "app.bsky.feed.like").await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let mut r = start(&nats.url(), options(&db, |_| {}), Recorder::default()).await;
+    kit::testing::wait_caught_up(&mut r.progress, 50, WAIT)
+        .await
+        .unwrap();
+    r.stop().await;
+    // Stopped while 300 more arrive; the stream keeps the last 100 (251..=350).
+    publish(&js, 50..350, "app.bsky.feed.like").await;
+    let mut r = start(&nats.url(), options(&db, |_| {}), Recorder::default()).await;
+    let p = kit::testing::wait_caught_up(&mut r.progress, 350, WAIT)
+        .await
+        .unwrap();
+    assert_eq!((p.lost, r.metrics.retention_lost.get()), (200, 200));
+    r.stop().await;
+    let rows = applied(&db);
+    assert_eq!(rows.len(), 150);
+    assert_eq!(rows[50].0, 251);
+}
+
+#[tokio::test]
+async fn a_loss_to_retention_is_detected_while_running() {
+    let nats = testkit::NatsServer::start().unwrap();
+    let js = own_stream(&nats, 100).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let slow = Recorder {
+        slow: Duration::from_millis(3),
+        ..Recorder::default()
+    };
+    let mut r = start(
+        &nats.url(),
+        options(&db, |o| {
+            o.consumer.batch = 10;
+            o.consumer.max_ack_pending = 20;
+        }),
+        slow,
+    )
+    .await;
+    publish(&js, 0..2000, "app.bsky.feed.like").await;
+    let p = kit::testing::wait_caught_up(&mut r.progress, 2000, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(r.metrics.retention_lost.get(), p.lost);
+    let rewinds: u64 = kit::metrics::Rewind::ALL
+        .iter()
+        .map(|w| {
+            r.metrics
+                .rewinds
+                .get_or_create(&ReasonLabel { reason: w.as_str() })
+                .get()
+        })
+        .sum();
+    let outcomes: Vec<u64> = Outcome::ALL.iter().map(|o| r.outcome(*o)).collect();
+    r.stop().await;
+    let rows = applied(&db);
+    assert!(
+        p.lost > 0,
+        "a slow consumer of a rolling stream loses messages"
+    );
+    // Without a filter nothing is counted lost that was applied; while running the
+    // count may fall short (see kit::status), never over.
+    assert!(
+        rows.len() as u64 + p.lost <= 2000,
+        "applied {} + lost {} > 2000; rewinds {rewinds}, outcomes {outcomes:?}",
+        rows.len(),
+        p.lost
+    );
+    assert!(rows.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 == 1));
+}
+
+#[tokio::test]
+async fn rebuild_from_time_counts_nothing_twice() {
+    let (capture, report) = kit::testing::synth(3_000, 7, 1_783_175_887_000_000, 20.0).unwrap();
+    let (t0, t1) = report.time_range.unwrap();
+    let pipeline = ingest::testing::Pipeline::start(capture, Default::default())
+        .await
+        .unwrap();
+    let url = pipeline.nats.url();
+    let js = jetstream::new(async_nats::connect(&url).await.unwrap());
+    let n = expect_settled(&js).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let mut r = start(&url, options(&db, |_| {}), Recorder::default()).await;
+    kit::testing::wait_caught_up(&mut r.progress, n, WAIT)
+        .await
+        .unwrap();
+    r.stop().await;
+    let full = applied(&db);
+    assert_eq!(full.len() as u64, n);
+
+    for (t, margin) in [
+        ((t0 + t1) / 2, Duration::from_secs(5)),
+        (t0 + (t1 - t0) / 5, Duration::ZERO),
+    ] {
+        let mut r = start(
+            &url,
+            options(&db, |o| {
+                o.start = Start::FromTime(t);
+                o.consumer.seek_margin = margin;
+            }),
+            Recorder::default(),
+        )
+        .await;
+        kit::testing::wait_caught_up(&mut r.progress, n, WAIT)
+            .await
+            .unwrap();
+        assert!(r.outcome(Outcome::Kept) + r.outcome(Outcome::Processed) > 0);
+        r.stop().await;
+        let mut again = applied(&db);
+        again.sort();
+        assert_eq!(again, full, "from {t}: the same rows, each applied once");
+    }
+
+    // --from-seq 1 starts over.
+    let mut r = start(
+        &url,
+        options(&db, |o| o.start = Start::FromSeq(1)),
+        Recorder::default(),
+    )
+    .await;
+    kit::testing::wait_caught_up(&mut r.progress, n, WAIT)
+        .await
+        .unwrap();
+    r.stop().await;
+    assert_eq!(applied(&db), full);
+    pipeline.stop().await.unwrap();
+}
+
+/// Waits until the ingestor stopped adding to the stream; its last sequence.
+async fn expect_settled(js: &jetstream::Context) -> u64 {
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = kit::testing::stream_last_seq(js, "BSKY").await.unwrap_or(0);
+        if now > 0 && now == last {
+            return now;
+        }
+        last = now;
+    }
+}
