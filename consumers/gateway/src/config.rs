@@ -53,8 +53,8 @@ pub struct Client {
     /// Payload bytes read from NATS and not yet written to the client's socket; when full,
     /// the client's consumer waits. A single larger message still passes, alone.
     pub buffer_bytes: usize,
-    /// Messages asked from NATS in one pull (at most 1.5 times this many are in flight
-    /// between NATS and the buffer).
+    /// Most messages asked from NATS in one pull request (which also asks for at most
+    /// `buffer_bytes`).
     pub pull_batch: usize,
     /// A client whose socket accepts nothing for this long is closed (reason "stuck").
     #[serde(with = "duration")]
@@ -92,7 +92,7 @@ impl Default for Config {
             },
             client: Client {
                 buffer_bytes: 1 << 20,
-                pull_batch: 128,
+                pull_batch: 256,
                 stuck_timeout: Duration::from_secs(30),
                 cursor_margin: Duration::from_secs(10),
                 max_client_message_bytes: 1 << 20,

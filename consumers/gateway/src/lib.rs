@@ -9,7 +9,7 @@
 //! GET /subscribe ─▶ params.rs ─(400 + reason)─▶ client
 //!        │ upgrade (permessage-deflate offered)
 //!        ▼
-//! pump.rs: seek by event time, ordered pull consumer ─(bounded buffer)─▶ session.rs ─▶ socket
+//! pump.rs: seek by event time, pull consumer ─(bounded buffer)─▶ session.rs ─▶ socket
 //!          filter_subjects = collections; DIDs filtered here        options_update ◀─┘
 //! ```
 //!

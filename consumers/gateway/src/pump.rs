@@ -1,6 +1,6 @@
 //! The NATS side of one client: where to start, its own consumer, its filters.
 //!
-//! Where it sits: stream `BSKY` → **pump** (ephemeral ordered pull consumer, one per
+//! Where it sits: stream `BSKY` → **pump** (ephemeral pull consumer, one per
 //! client, `filter_subjects` from the collections) → bounded buffer → session (WebSocket).
 //!
 //! - **Start.** A `cursor` is in *event* time: [`start`] seeks `cursor - margin` with
@@ -9,18 +9,20 @@
 //!   pump then drops the events older than the cursor until it reads one at or after
 //!   `cursor + margin`; from there on it delivers everything, in stream order. No cursor,
 //!   or one in the future: the live tail. One older than the stream: its first message.
-//! - **Memory.** The consumer pulls `pull_batch` messages at a time and asks for more only
-//!   as the pump reads them; the pump reads only when the buffer has room, counted in
-//!   payload bytes by a semaphore ([`Budget`]). A slow client therefore makes its own
-//!   consumer wait, and nothing grows in the gateway.
+//! - **Memory.** Each pull request asks for at most `pull_batch` messages and `buffer_bytes`
+//!   bytes, and the next one leaves only when the pump has handed the last one over; the
+//!   pump hands a message over only when the client's buffer has room, counted in payload
+//!   bytes ([`Budget`]). Per client that is at most two buffers of payload (one pulled, one
+//!   buffered), or one larger message pulled alone. A slow client makes its own pulls
+//!   wait; nothing grows in the gateway. A consumer a stuck client leaves idle for
+//!   [`INACTIVE`] is removed by the server and recreated at the next sequence.
 //! - **Filters.** The DID filter and `maxMessageSizeBytes` are applied here, message by
 //!   message, with the latest filters; new collections recreate the consumer at the next
 //!   stream sequence after the last one read, so an `options_update` loses nothing and
 //!   repeats nothing.
 
 use crate::params::Filters;
-use async_nats::jetstream::consumer::pull::OrderedConfig;
-use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::stream::Stream;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -156,88 +158,216 @@ pub struct Pump {
     pub budget: Budget,
 }
 
+/// How a consumer's reading ended.
+enum Read {
+    /// The session is gone.
+    Done,
+    /// New collections: recreate the consumer at `next_seq`.
+    Refilter,
+    /// The consumer failed; recreate it after a pause.
+    Failed(String),
+}
+
+/// Consecutive failures (consumer creation or pull) before the client is closed.
+const RETRIES: u32 = 10;
+/// How long a pull request waits for messages on the live tail.
+const PULL_EXPIRES: Duration = Duration::from_secs(10);
+/// The server deletes a consumer whose client stopped pulling for this long (a stuck
+/// client); the pump then recreates it at the next sequence.
+const INACTIVE: Duration = Duration::from_secs(60);
+
 impl Pump {
     /// Reads the stream for one client until the session drops its end of `tx` or of
-    /// `filters`; an error means the stream cannot be read.
+    /// `filters`; an error means the stream could not be read, [`RETRIES`] times in a row.
     pub async fn run(
-        self,
+        mut self,
         mut filters: watch::Receiver<Arc<Filters>>,
         tx: mpsc::Sender<Outgoing>,
     ) -> Result<(), PumpError> {
-        let mut next_seq = self.start.seq;
-        let mut window = self.start.window;
-        let mut current = filters.borrow_and_update().clone();
+        let mut cursor = Position {
+            next_seq: self.start.seq,
+            window: self.start.window.take(),
+        };
+        let mut failures = 0;
         loop {
-            let subjects = current.subjects();
-            let consumer = self
-                .stream
-                .create_consumer(OrderedConfig {
-                    filter_subjects: subjects.clone(),
-                    deliver_policy: DeliverPolicy::ByStartSequence {
-                        start_sequence: next_seq,
-                    },
-                    max_batch: i64::try_from(self.pull_batch).unwrap_or(i64::MAX),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| PumpError::Consumer(e.to_string()))?;
-            let mut messages = consumer
+            let current = filters.borrow_and_update().clone();
+            let why = match self.create(&current, cursor.next_seq).await {
+                Ok(consumer) => {
+                    let name = consumer.cached_info().name.clone();
+                    let read = self
+                        .read(
+                            &consumer,
+                            current,
+                            &mut filters,
+                            &tx,
+                            &mut cursor,
+                            &mut failures,
+                        )
+                        .await;
+                    // Best effort: the server drops it after INACTIVE anyway.
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        self.stream.delete_consumer(&name),
+                    )
+                    .await;
+                    match read {
+                        Read::Done => return Ok(()),
+                        Read::Refilter => continue,
+                        Read::Failed(why) => PumpError::Read(why),
+                    }
+                }
+                Err(e) => e,
+            };
+            failures += 1;
+            if failures >= RETRIES {
+                return Err(why);
+            }
+            tracing::debug!(failures, error = %why, "consumer failed; recreating it");
+            let pause = Duration::from_millis(100 << failures.min(6));
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = tx.closed() => return Ok(()),
+            }
+        }
+    }
+
+    async fn create(&self, filters: &Filters, start: u64) -> Result<PullConsumer, PumpError> {
+        self.stream
+            .create_consumer(pull::Config {
+                filter_subjects: filters.subjects(),
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: start,
+                },
+                ack_policy: AckPolicy::None,
+                inactive_threshold: INACTIVE,
+                memory_storage: true,
+                num_replicas: 1,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| PumpError::Consumer(e.to_string()))
+    }
+
+    /// Pulls from `consumer` and hands the matching events to the session, one bounded
+    /// pull request after another.
+    async fn read(
+        &self,
+        consumer: &PullConsumer,
+        mut current: Arc<Filters>,
+        filters: &mut watch::Receiver<Arc<Filters>>,
+        tx: &mpsc::Sender<Outgoing>,
+        pos: &mut Position,
+        failures: &mut u32,
+    ) -> Read {
+        let subjects = current.subjects();
+        // After a pull that could not deliver the next message within `buffer_bytes`, the
+        // next pull asks for that one message alone, whatever its size.
+        let mut one_big = false;
+        loop {
+            let (count, bytes) = if one_big {
+                (1, 0)
+            } else {
+                (self.pull_batch, self.budget.size)
+            };
+            let batch = consumer
+                .batch()
+                .max_messages(count)
+                .max_bytes(bytes)
+                .expires(PULL_EXPIRES)
                 .messages()
-                .await
-                .map_err(|e| PumpError::Consumer(e.to_string()))?;
-            tracing::debug!(start = next_seq, ?subjects, "consumer created");
+                .await;
+            let mut batch = match batch {
+                Ok(b) => b,
+                Err(e) => return Read::Failed(e.to_string()),
+            };
+            let mut received = 0usize;
             loop {
-                tokio::select! {
+                let m = tokio::select! {
                     biased;
                     changed = filters.changed() => {
                         if changed.is_err() {
-                            return Ok(()); // the session ended
+                            return Read::Done;
                         }
                         current = filters.borrow_and_update().clone();
                         if current.subjects() != subjects {
-                            break; // recreate the consumer at next_seq
+                            return Read::Refilter;
                         }
+                        continue;
                     }
-                    m = messages.next() => {
-                        let m = match m {
-                            Some(Ok(m)) => m,
-                            Some(Err(e)) => return Err(PumpError::Read(e.to_string())),
-                            None => return Err(PumpError::Read("consumer ended".into())),
-                        };
-                        let info = m.info().map_err(|e| PumpError::Read(e.to_string()))?;
-                        let (seq, pending) = (info.stream_sequence, info.pending);
-                        next_seq = seq + 1;
-                        let payload = m.message.payload;
-                        let env: Envelope = match serde_json::from_slice(&payload) {
-                            Ok(env) => env,
-                            Err(e) => {
-                                tracing::warn!(seq, error = %e, "payload off the contract: skipped");
-                                continue;
-                            }
-                        };
-                        if let Some(w) = window {
-                            if env.time_us >= w.until {
-                                window = None;
-                            } else if env.time_us < w.cursor {
-                                continue;
-                            }
+                    m = batch.next() => m,
+                };
+                let m = match m {
+                    None => break, // the pull request is complete
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => {
+                        let text = e.to_string();
+                        if text.contains("Exceeds MaxBytes") {
+                            one_big = received == 0;
+                            break;
                         }
-                        let size_ok = current.max_message_bytes == 0
-                            || payload.len() <= current.max_message_bytes;
-                        if !size_ok || !current.wants_did(&env.did) {
-                            continue;
-                        }
-                        let time_us = env.time_us;
-                        let Some(permit) = self.budget.take(payload.len()).await else {
-                            return Ok(());
-                        };
-                        let out = Outgoing { payload, time_us, pending, _permit: permit };
-                        if tx.send(out).await.is_err() {
-                            return Ok(());
-                        }
+                        return Read::Failed(text);
                     }
+                };
+                received += 1;
+                *failures = 0;
+                one_big = false;
+                if !self.pass(m, &current, tx, pos).await {
+                    return Read::Done;
                 }
             }
         }
     }
+
+    /// Filters one message and hands it over; `false` when the session is gone.
+    async fn pass(
+        &self,
+        m: async_nats::jetstream::Message,
+        filters: &Filters,
+        tx: &mpsc::Sender<Outgoing>,
+        pos: &mut Position,
+    ) -> bool {
+        let Ok(info) = m.info() else {
+            tracing::warn!("message without JetStream metadata: skipped");
+            return true;
+        };
+        let (seq, pending) = (info.stream_sequence, info.pending);
+        pos.next_seq = seq + 1;
+        let payload = m.message.payload;
+        let env: Envelope = match serde_json::from_slice(&payload) {
+            Ok(env) => env,
+            Err(e) => {
+                tracing::warn!(seq, error = %e, "payload off the contract: skipped");
+                return true;
+            }
+        };
+        if let Some(w) = pos.window {
+            if env.time_us >= w.until {
+                pos.window = None;
+            } else if env.time_us < w.cursor {
+                return true;
+            }
+        }
+        let size_ok = filters.max_message_bytes == 0 || payload.len() <= filters.max_message_bytes;
+        if !size_ok || !filters.wants_did(&env.did) {
+            return true;
+        }
+        let time_us = env.time_us;
+        let Some(permit) = self.budget.take(payload.len()).await else {
+            return false;
+        };
+        let out = Outgoing {
+            payload,
+            time_us,
+            pending,
+            _permit: permit,
+        };
+        tx.send(out).await.is_ok()
+    }
+}
+
+/// How far the pump has read.
+struct Position {
+    /// The stream sequence after the last message read (delivered or filtered out).
+    next_seq: u64,
+    window: Option<Window>,
 }

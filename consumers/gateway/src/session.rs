@@ -20,6 +20,8 @@ use yawc::{Frame, HttpWebSocket, OpCode};
 
 /// Messages written before one flush.
 const WRITE_BATCH: usize = 64;
+/// How long the pump may take to delete its consumer when the client leaves.
+const PUMP_EXIT: Duration = Duration::from_secs(2);
 /// How long a close frame may take to leave.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -147,11 +149,12 @@ impl Session<'_> {
         };
         let mut task = tokio::spawn(pump.run(filters_rx, tx));
         let ended = self.pipe(rx, &filters_tx, &budget, &mut task).await;
+        // The pump sees both ends gone, deletes its consumer and returns.
         drop(filters_tx);
-        task.abort();
-        match task.await {
-            Err(e) if e.is_panic() => tracing::error!(error = %e, "client pump panicked"),
-            _ => {}
+        match tokio::time::timeout(PUMP_EXIT, &mut task).await {
+            Ok(Err(e)) if e.is_panic() => tracing::error!(error = %e, "client pump panicked"),
+            Ok(_) => {}
+            Err(_) => task.abort(),
         }
         ended
     }
@@ -165,6 +168,7 @@ impl Session<'_> {
                 }
                 frame = self.ws.next() => {
                     if let Some(filters) = self.on_frame(frame)? {
+                        self.shared.metrics.options_updates.inc();
                         return Ok(filters);
                     }
                 }
@@ -180,7 +184,6 @@ impl Session<'_> {
         match frame.opcode() {
             OpCode::Text => match params::parse_client_message(frame.payload()) {
                 Ok(ClientMessage::OptionsUpdate(f)) => {
-                    self.shared.metrics.options_updates.inc();
                     tracing::debug!(subjects = ?f.subjects(), dids = f.dids.len(), "options_update");
                     Ok(Some(f))
                 }
@@ -216,7 +219,9 @@ impl Session<'_> {
                 }
                 frame = self.ws.next() => match self.on_frame(frame) {
                     Ok(Some(f)) => {
+                        // Counted once the pump can see it: tests wait on this counter.
                         let _ = filters.send(Arc::new(f));
+                        self.shared.metrics.options_updates.inc();
                     }
                     Ok(None) => {}
                     Err(e) => return e,
