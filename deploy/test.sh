@@ -23,6 +23,7 @@ command -v cargo >/dev/null || {
 
 NATS_SERVER_BIN=$(bash deploy/setup-nats.sh --with-legacy)
 export NATS_SERVER_BIN
+bash deploy/setup-node-clients.sh
 
 cargo test --workspace --all-targets "$@"
 cargo test --workspace --doc "$@"
