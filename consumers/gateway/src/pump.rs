@@ -297,10 +297,14 @@ impl Pump {
                     m = batch.next() => m,
                 };
                 let m = match m {
-                    None => break, // the pull request is complete
+                    None => {
+                        tracing::trace!(received, "pull request complete");
+                        break;
+                    }
                     Some(Ok(m)) => m,
                     Some(Err(e)) => {
                         let text = e.to_string();
+                        tracing::trace!(received, error = %text, "pull request ended");
                         if text.contains("Exceeds MaxBytes") {
                             one_big = received == 0;
                             break;
