@@ -120,8 +120,16 @@ pub async fn pipeline(capture: staging::capture::Capture) -> ingest::testing::Pi
     let p = ingest::testing::Pipeline::start(Arc::new(capture), Default::default())
         .await
         .expect("pipeline");
-    // Every corpus frame gives at least one message.
+    // Every frame gives at least one message; then wait for the stream to stop growing.
     p.wait_stored(n, PATIENCE).await.expect("stored");
+    let js = async_nats::jetstream::new(async_nats::connect(p.nats.url()).await.unwrap());
+    let stream = js.get_stream("BSKY").await.unwrap();
+    let (mut held, mut still) = (0, 0);
+    while still < 4 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = stream.get_info().await.unwrap().state.messages;
+        (held, still) = if now == held { (now, still + 1) } else { (now, 0) };
+    }
     p
 }
 
