@@ -171,7 +171,7 @@ enum Read {
 /// Consecutive failures (consumer creation or pull) before the client is closed.
 const RETRIES: u32 = 10;
 /// How long a pull request waits for messages on the live tail.
-const PULL_EXPIRES: Duration = Duration::from_secs(10);
+const PULL_EXPIRES: Duration = Duration::from_secs(30);
 /// The server deletes a consumer whose client stopped pulling for this long (a stuck
 /// client); the pump then recreates it at the next sequence.
 const INACTIVE: Duration = Duration::from_secs(60);

@@ -128,7 +128,11 @@ pub async fn pipeline(capture: staging::capture::Capture) -> ingest::testing::Pi
     while still < 4 {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let now = stream.get_info().await.unwrap().state.messages;
-        (held, still) = if now == held { (now, still + 1) } else { (now, 0) };
+        (held, still) = if now == held {
+            (now, still + 1)
+        } else {
+            (now, 0)
+        };
     }
     p
 }
