@@ -29,6 +29,7 @@ command -v cargo >/dev/null || {
 NATS_SERVER_BIN=$(bash deploy/setup-nats.sh --with-legacy)
 bash deploy/setup-chromium.sh || echo "test: chromium not installed; the charts page test will say why" >&2
 export NATS_SERVER_BIN
+bash deploy/setup-node-clients.sh
 
 if (($#)); then
     cargo test "$@"

@@ -1,0 +1,295 @@
+//! The one typed configuration of the `gateway` binary.
+//!
+//! Sources, each overriding the one before: built-in defaults < TOML file (`--config`)
+//! < environment (`BSKY_GATEWAY_`, nesting with `__`, e.g. `BSKY_GATEWAY_NATS__URL`)
+//! < command-line flags, merged by [`service::config`]. Unknown keys stop the program at
+//! start with the key named (exit code 2). Secrets are never logged ([`Config::summary`]).
+
+use serde::{Deserialize, Serialize};
+pub use service::config::{duration, ConfigError};
+use service::config::{flag, Sources};
+use service::telemetry::LogFormat;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Prefix of the environment variables read by `gateway`.
+pub const ENV_PREFIX: &str = "BSKY_GATEWAY_";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: Server,
+    pub nats: service::nats::Settings,
+    pub stream: Stream,
+    pub client: Client,
+    pub log: Log,
+}
+
+/// The HTTP side: `GET /subscribe` (WebSocket), `GET /healthz`, `GET /metrics`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// Address to listen on, host:port (Jetstream's own default port is 6008).
+    pub listen: String,
+    /// Most WebSocket clients at once; more get HTTP 503 (bounds the gateway's memory).
+    pub max_clients: usize,
+    /// Offer `permessage-deflate` (RFC 7692) to clients that ask for it.
+    pub deflate: bool,
+}
+
+/// The stream the gateway reads (written by `ingest`, see `subjects.md`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Stream {
+    /// JetStream stream name.
+    pub name: String,
+}
+
+/// What each client gets.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Client {
+    /// Payload bytes read from NATS and not yet written to the client's socket; when full,
+    /// the client's consumer waits. A single larger message still passes, alone.
+    pub buffer_bytes: usize,
+    /// Most messages asked from NATS in one pull request (which also asks for at most
+    /// `buffer_bytes`).
+    pub pull_batch: usize,
+    /// A client whose socket accepts nothing for this long is closed (reason "stuck").
+    #[serde(with = "duration")]
+    pub stuck_timeout: Duration,
+    /// A `cursor` is sought this much earlier in event time, to cover event times that are
+    /// out of order in the stream; events older than the cursor in that window are dropped.
+    #[serde(with = "duration")]
+    pub cursor_margin: Duration,
+    /// Largest message accepted from a client (`options_update` with 10,000 DIDs is ~400 KB).
+    pub max_client_message_bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// "text" or "json".
+    pub format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: Server {
+                listen: "127.0.0.1:6008".into(),
+                max_clients: 10_000,
+                deflate: true,
+            },
+            nats: service::nats::Settings {
+                url: "nats://127.0.0.1:4222".into(),
+                name: "bsky-gateway".into(),
+                ..Default::default()
+            },
+            stream: Stream {
+                name: "BSKY".into(),
+            },
+            client: Client {
+                buffer_bytes: 1 << 20,
+                pull_batch: 256,
+                stuck_timeout: Duration::from_secs(30),
+                cursor_margin: Duration::from_secs(10),
+                max_client_message_bytes: 1 << 20,
+            },
+            log: Log {
+                format: LogFormat::Text,
+            },
+        }
+    }
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Config::default().server
+    }
+}
+impl Default for Stream {
+    fn default() -> Self {
+        Config::default().stream
+    }
+}
+impl Default for Client {
+    fn default() -> Self {
+        Config::default().client
+    }
+}
+impl Default for Log {
+    fn default() -> Self {
+        Config::default().log
+    }
+}
+
+/// Command-line flags; each one set overrides every other source.
+#[derive(Debug, Default, clap::Parser, Serialize)]
+#[command(
+    name = "gateway",
+    version,
+    about = "Serves the bsky stream to Jetstream clients: GET /subscribe (WebSocket), /healthz, /metrics.",
+    after_help = "Every setting can also come from a TOML file (--config) or the environment \
+(prefix BSKY_GATEWAY_, nesting with __, e.g. BSKY_GATEWAY_NATS__URL). Precedence: defaults < file < \
+environment < flags. Settings (file keys):\n\
+  [server]  listen, max_clients, deflate\n\
+  [nats]    url, user, password, password_file, token, token_file, creds_file, nkey_seed,\n\
+            tls_ca, tls_cert, tls_key, name (credentials may also sit in the URL)\n\
+  [stream]  name\n\
+  [client]  buffer_bytes, pull_batch, stuck_timeout, cursor_margin, max_client_message_bytes\n\
+  [log]     format (text|json)\n\
+Durations are written like \"500ms\", \"5s\", \"2m\", \"72h\"."
+)]
+pub struct Flags {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Listen address [default: 127.0.0.1:6008].
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip)]
+    pub listen: Option<String>,
+    /// NATS server URL [default: nats://127.0.0.1:4222].
+    #[arg(long, value_name = "URL")]
+    #[serde(skip)]
+    pub nats: Option<String>,
+    /// JetStream stream name [default: BSKY].
+    #[arg(long, value_name = "NAME")]
+    #[serde(skip)]
+    pub stream: Option<String>,
+    /// Log format: text or json [default: text].
+    #[arg(long, value_name = "FORMAT")]
+    #[serde(skip)]
+    pub log_format: Option<String>,
+}
+
+impl Config {
+    /// Loads defaults < file < environment < flags, then checks the values.
+    pub fn load(flags: &Flags) -> Result<Config, ConfigError> {
+        Self::load_from(flags, Sources::env(ENV_PREFIX))
+    }
+
+    fn load_from(flags: &Flags, env: figment::providers::Env) -> Result<Config, ConfigError> {
+        let given = [
+            flag("server.listen", flags.listen.clone()),
+            flag("nats.url", flags.nats.clone()),
+            flag("stream.name", flags.stream.clone()),
+            flag("log.format", flags.log_format.clone()),
+        ];
+        let config: Config = service::config::load(
+            &Config::default(),
+            Sources {
+                file: flags.config.as_deref(),
+                env,
+                flags: given.into_iter().flatten().collect(),
+            },
+        )?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Checks the values; the error names the key.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError::key(key, why));
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            return bad("server.listen", "must be host:port, e.g. 127.0.0.1:6008");
+        }
+        if self.server.max_clients == 0 {
+            return bad("server.max_clients", "must be > 0");
+        }
+        self.nats.check()?;
+        let name_ok = !self.stream.name.is_empty()
+            && self
+                .stream
+                .name
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
+        if !name_ok {
+            return bad("stream.name", "letters, digits, '_' and '-' only");
+        }
+        if self.client.buffer_bytes < 64 << 10 {
+            return bad("client.buffer_bytes", "must be at least 65536");
+        }
+        if self.client.pull_batch == 0 || self.client.pull_batch > 10_000 {
+            return bad("client.pull_batch", "must be 1 to 10000");
+        }
+        if self.client.stuck_timeout.is_zero() {
+            return bad("client.stuck_timeout", "must be > 0");
+        }
+        if self.client.max_client_message_bytes < 4096 {
+            return bad("client.max_client_message_bytes", "must be at least 4096");
+        }
+        Ok(())
+    }
+
+    /// The configuration as a log line: everything but secrets.
+    pub fn summary(&self) -> String {
+        format!(
+            "listen={} nats={} stream={} buffer_bytes={} stuck_timeout={:?} cursor_margin={:?} deflate={}",
+            self.server.listen,
+            self.nats.redacted_url(),
+            self.stream.name,
+            self.client.buffer_bytes,
+            self.client.stuck_timeout,
+            self.client.cursor_margin,
+            self.server.deflate,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn no_env() -> figment::providers::Env {
+        Sources::env("BSKY_GATEWAY_TEST_UNUSED_PREFIX_")
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::load_from(&Flags::default(), no_env()).expect("defaults");
+        assert_eq!(c.server.listen, "127.0.0.1:6008");
+        assert_eq!(c.client.cursor_margin, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn file_then_flags_and_unknown_keys() {
+        let mut f = tempfile::NamedTempFile::new().expect("tmp");
+        writeln!(
+            f,
+            "[client]\nstuck_timeout = \"5s\"\n[stream]\nname = \"X\""
+        )
+        .expect("w");
+        let flags = Flags {
+            config: Some(f.path().to_path_buf()),
+            stream: Some("Y".into()),
+            ..Flags::default()
+        };
+        let c = Config::load_from(&flags, no_env()).expect("load");
+        assert_eq!(c.client.stuck_timeout, Duration::from_secs(5));
+        assert_eq!(c.stream.name, "Y");
+
+        let mut f = tempfile::NamedTempFile::new().expect("tmp");
+        writeln!(f, "[client]\nstuck_timeot = \"5s\"").expect("w");
+        let flags = Flags {
+            config: Some(f.path().to_path_buf()),
+            ..Flags::default()
+        };
+        let e = Config::load_from(&flags, no_env()).expect_err("unknown key");
+        assert!(e.to_string().contains("stuck_timeot"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let mut c = Config::default();
+        c.client.pull_batch = 0;
+        let e = c.check().expect_err("pull_batch");
+        assert!(e.to_string().contains("client.pull_batch"), "{e}");
+        let mut c = Config::default();
+        c.server.listen = "nowhere".into();
+        assert!(c.check().is_err());
+    }
+}

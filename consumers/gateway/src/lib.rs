@@ -1,0 +1,191 @@
+//! # gateway: Jetstream's WebSocket API, served from the stream
+//!
+//! Where it sits: `relay → ingest → JetStream stream BSKY → **gateway** → any Jetstream
+//! client` (`GET /subscribe?wantedCollections=…&wantedDids=…&cursor=…`). The stream's
+//! payloads already are Jetstream v1 events (`subjects.md`), so each one is sent unchanged.
+//! Instances are stateless: run as many as needed, all reading NATS.
+//!
+//! ```text
+//! GET /subscribe ─▶ params.rs ─(400 + reason)─▶ client
+//!        │ upgrade (permessage-deflate offered)
+//!        ▼
+//! pump.rs: seek by event time, pull consumer ─(bounded buffer)─▶ session.rs ─▶ socket
+//!          filter_subjects = collections; DIDs filtered here        options_update ◀─┘
+//! ```
+//!
+//! - [`config`]: the one typed configuration (`BSKY_GATEWAY_` environment prefix).
+//! - [`params`]: query parameters and `options_update`, validated; NATS subject filters.
+//! - [`pump`]: start position by event time, the per-client consumer, DID filter.
+//! - [`session`]: the WebSocket side, bounded writes, close reasons.
+//! - [`metrics`]: `bsky_gateway_*` on `GET /metrics`; `GET /healthz` beside it.
+//!
+//! `main.rs` parses the configuration and calls [`run`]; tests call [`serve`] on their own
+//! listener.
+
+pub mod config;
+pub mod metrics;
+pub mod params;
+pub mod pump;
+pub mod session;
+
+use anyhow::Context as _;
+use axum::extract::{FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use config::Config;
+use session::Shared;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+/// How long shutdown waits for the clients' close frames and tasks.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+struct App {
+    shared: Arc<Shared>,
+    nats: async_nats::Client,
+    slots: Arc<Semaphore>,
+    tracker: TaskTracker,
+    max_client_message_bytes: usize,
+    deflate: bool,
+}
+
+/// Binds `server.listen` and serves until `shutdown` fires.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    serve(listener, config, shutdown).await
+}
+
+/// Serves `GET /subscribe`, `/healthz` and `/metrics` on `listener` until `shutdown`
+/// fires, then closes every client (1001, "gateway stopping").
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    info!(config = %config.summary(), "starting");
+    let nats = service::nats::connect(&config.nats).await?;
+    let js = async_nats::jetstream::new(nats.clone());
+    let stream = js.get_stream(&config.stream.name).await.with_context(|| {
+        format!(
+            "stream {} not found on {} (start ingest first)",
+            config.stream.name,
+            config.nats.redacted_url()
+        )
+    })?;
+    let metrics = metrics::Metrics::default();
+    let registry = metrics.registry();
+    let tracker = TaskTracker::new();
+    let app = Arc::new(App {
+        shared: Arc::new(Shared {
+            stream,
+            client: config.client.clone(),
+            metrics,
+            shutdown: shutdown.clone(),
+        }),
+        nats,
+        slots: Arc::new(Semaphore::new(config.server.max_clients)),
+        tracker: tracker.clone(),
+        max_client_message_bytes: config.client.max_client_message_bytes,
+        deflate: config.server.deflate,
+    });
+    let router = axum::Router::new()
+        .route("/subscribe", axum::routing::get(subscribe))
+        .route("/healthz", axum::routing::get(healthz))
+        .with_state(app)
+        .merge(service::telemetry::metrics_router(registry));
+    info!(addr = %listener.local_addr()?, "serving /subscribe, /healthz, /metrics");
+    service::telemetry::serve(listener, router, shutdown)
+        .await
+        .context("HTTP server")?;
+    tracker.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            left = tracker.len(),
+            "clients still closing after the drain timeout"
+        );
+    }
+    info!("stopped");
+    Ok(())
+}
+
+fn reject(app: &App, status: StatusCode, why: String) -> Response {
+    app.shared.metrics.rejected.inc();
+    tracing::debug!(%status, %why, "request rejected");
+    (status, why).into_response()
+}
+
+/// `GET /subscribe`: validate everything, then upgrade.
+async fn subscribe(State(app): State<Arc<App>>, request: axum::extract::Request) -> Response {
+    let (mut parts, _body) = request.into_parts();
+    let wanted = match params::parse_query(parts.uri.query().unwrap_or("")) {
+        Ok(w) => w,
+        Err(e) => return reject(&app, StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let upgrade = match yawc::IncomingUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(u) => u,
+        Err(status) => {
+            let why = "GET /subscribe is a WebSocket endpoint: send a WebSocket upgrade request";
+            return reject(&app, status, why.into());
+        }
+    };
+    let Ok(slot) = app.slots.clone().try_acquire_owned() else {
+        let why = "too many clients on this gateway instance; try another or retry later";
+        return reject(&app, StatusCode::SERVICE_UNAVAILABLE, why.into());
+    };
+    let mut options = yawc::Options::default().with_max_payload_read(app.max_client_message_bytes);
+    options = if app.deflate {
+        options.with_low_latency_compression()
+    } else {
+        options.without_compression()
+    };
+    let (response, upgraded) = match upgrade.upgrade(options) {
+        Ok(r) => r,
+        Err(e) => return reject(&app, StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let shared = app.shared.clone();
+    app.tracker.spawn(async move {
+        match upgraded.await {
+            Ok(ws) => session::run(ws, wanted, shared).await,
+            Err(e) => tracing::debug!(error = %e, "upgrade did not complete"),
+        }
+        drop(slot);
+    });
+    response.map(axum::body::Body::new)
+}
+
+/// `GET /healthz`: 200 when NATS is connected and the stream answers.
+async fn healthz(State(app): State<Arc<App>>) -> (StatusCode, String) {
+    use async_nats::connection::State as Conn;
+    if app.nats.connection_state() != Conn::Connected {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "NATS disconnected\n".into(),
+        );
+    }
+    match tokio::time::timeout(Duration::from_secs(2), app.shared.stream.get_info()).await {
+        Ok(Ok(info)) => (
+            StatusCode::OK,
+            format!(
+                "ok: stream {} holds {} messages\n",
+                info.config.name, info.state.messages
+            ),
+        ),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("stream unreadable: {e}\n"),
+        ),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stream info timed out\n".into(),
+        ),
+    }
+}
