@@ -27,9 +27,9 @@
 #   BSKY_BIN_DIR       use the binaries in this directory, do not build
 #   BSKY_LIVE_RELAY    the relay tried first                   default wss://bsky.network
 #   BSKY_PROBE_TIMEOUT seconds to wait for it                  default 5
-#   BSKY_NATS_PORT 4222, BSKY_MONITOR_PORT 8222, BSKY_RELAY_PORT 2470,
-#   BSKY_METRICS_PORT 9464 (ingest), BSKY_CHARTS_PORT 8080, BSKY_FEEDGEN_PORT 8081,
-#   BSKY_GATEWAY_PORT 8082; each service's own BSKY_<SERVICE>_* settings pass through.
+#   BSKY_STACK_NATS_PORT 4222, BSKY_STACK_MONITOR_PORT 8222, BSKY_STACK_RELAY_PORT 2470,
+#   BSKY_STACK_METRICS_PORT 9464 (ingest), BSKY_STACK_CHARTS_PORT 8080, BSKY_STACK_FEEDGEN_PORT 8081,
+#   BSKY_STACK_GATEWAY_PORT 8082; each service's own BSKY_<SERVICE>_* settings pass through.
 # The local stream keeps at most 2 GiB (BSKY_INGEST_STREAM__MAX_BYTES overrides).
 set -euo pipefail
 
@@ -79,10 +79,10 @@ if [[ $mode == relay && ! $relay_url =~ ^wss?:// ]]; then
 fi
 
 STATE=${BSKY_STACK_DIR:-$ROOT/.tools/stack}
-NATS_PORT=${BSKY_NATS_PORT:-4222}
-MONITOR_PORT=${BSKY_MONITOR_PORT:-8222}
-RELAY_PORT=${BSKY_RELAY_PORT:-2470}
-METRICS_PORT=${BSKY_METRICS_PORT:-9464}
+NATS_PORT=${BSKY_STACK_NATS_PORT:-4222}
+MONITOR_PORT=${BSKY_STACK_MONITOR_PORT:-8222}
+RELAY_PORT=${BSKY_STACK_RELAY_PORT:-2470}
+METRICS_PORT=${BSKY_STACK_METRICS_PORT:-9464}
 LIVE_RELAY=${BSKY_LIVE_RELAY:-wss://bsky.network}
 PROBE_TIMEOUT=${BSKY_PROBE_TIMEOUT:-5}
 
@@ -206,7 +206,7 @@ bash deploy/secrets.sh "$STATE/secrets"
 SECRETS=$STATE/secrets
 
 for port in "$NATS_PORT" "$MONITOR_PORT" "$METRICS_PORT"; do
-    answers "$port" && die "port $port is in use (another nats-server or deploy/run.sh?); stop it, or choose other ports (BSKY_NATS_PORT, BSKY_MONITOR_PORT, BSKY_METRICS_PORT)"
+    answers "$port" && die "port $port is in use (another nats-server or deploy/run.sh?); stop it, or choose other ports (BSKY_STACK_NATS_PORT, BSKY_STACK_MONITOR_PORT, BSKY_STACK_METRICS_PORT)"
 done
 
 # --- 2. nats-server ---------------------------------------------------------------------
@@ -236,7 +236,7 @@ if [[ $mode == probe ]]; then
 fi
 if [[ $mode == staging ]]; then
     [[ -x $BIN/staging ]] || die "no staging binary in $BIN"
-    answers "$RELAY_PORT" && die "port $RELAY_PORT is in use; choose another with BSKY_RELAY_PORT"
+    answers "$RELAY_PORT" && die "port $RELAY_PORT is in use; choose another with BSKY_STACK_RELAY_PORT"
     say "starting the staging relay on 127.0.0.1:$RELAY_PORT: $capture, looped, speed 1"
     launch relay "$BIN/staging" replay "$capture" --listen "127.0.0.1:$RELAY_PORT" --loop --speed 1
     relay_up() { answers "$RELAY_PORT"; }
@@ -267,7 +267,7 @@ for entry in "${CONSUMERS[@]}"; do
         continue
     fi
     upper=${name^^}
-    port_var="BSKY_${upper}_PORT"
+    port_var="BSKY_STACK_${upper}_PORT"
     port=${!port_var:-$default_port}
     answers "$port" && die "port $port is in use; choose another with $port_var"
     extra=()

@@ -160,10 +160,10 @@ async fn main_command_falls_back_to_staging_brings_up_the_stack_and_ctrl_c_leave
         .env("BSKY_BIN_DIR", &bins)
         .env("BSKY_LIVE_RELAY", format!("ws://127.0.0.1:{nowhere}"))
         .env("BSKY_PROBE_TIMEOUT", "3")
-        .env("BSKY_NATS_PORT", nats_port.to_string())
-        .env("BSKY_MONITOR_PORT", monitor_port.to_string())
-        .env("BSKY_RELAY_PORT", free_port().to_string())
-        .env("BSKY_METRICS_PORT", metrics_port.to_string())
+        .env("BSKY_STACK_NATS_PORT", nats_port.to_string())
+        .env("BSKY_STACK_MONITOR_PORT", monitor_port.to_string())
+        .env("BSKY_STACK_RELAY_PORT", free_port().to_string())
+        .env("BSKY_STACK_METRICS_PORT", metrics_port.to_string())
         .env("BSKY_STACK_TEST_MARKER", &marker)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -172,7 +172,7 @@ async fn main_command_falls_back_to_staging_brings_up_the_stack_and_ctrl_c_leave
         .process_group(0);
     for ((name, _, _), port) in CONSUMERS.iter().zip(&consumer_ports) {
         cmd.env(
-            format!("BSKY_{}_PORT", name.to_uppercase()),
+            format!("BSKY_STACK_{}_PORT", name.to_uppercase()),
             port.to_string(),
         );
     }

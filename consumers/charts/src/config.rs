@@ -24,19 +24,49 @@ pub struct Config {
     /// The SQLite database.
     pub state: State,
     /// The page, its JSON and `/metrics`.
-    pub web: Web,
+    pub http: Http,
+    /// What feeds the stream, as the page tells its readers.
+    pub upstream: Upstream,
     /// Logging.
     pub log: Log,
 }
 
-/// The `[web]` table.
+/// The `[http]` table.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub struct Web {
+pub struct Http {
     /// Address of the page, the JSON API and `/metrics` (host:port).
     pub listen: String,
     /// Days shown when the request does not say (`?days=N`, at most 31).
     pub days: u32,
+}
+
+/// The `[upstream]` table.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Upstream {
+    /// `live` (the relay) or `staging` (a replayed capture: the page says its figures are
+    /// not the live network's). `deploy/run.sh` sets it when it falls back to staging.
+    pub label: UpstreamLabel,
+}
+
+/// Where the stream's events come from.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamLabel {
+    /// The live network, through a relay.
+    #[default]
+    Live,
+    /// A recorded or synthesized capture replayed by the staging relay.
+    Staging,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Upstream {
+            label: UpstreamLabel::Live,
+        }
+    }
 }
 
 /// The `[log]` table.
@@ -66,15 +96,16 @@ impl Default for Config {
                 path: "charts.db".into(),
                 ..State::default()
             },
-            web: Web::default(),
+            http: Http::default(),
+            upstream: Upstream::default(),
             log: Log::default(),
         }
     }
 }
 
-impl Default for Web {
+impl Default for Http {
     fn default() -> Self {
-        Web {
+        Http {
             listen: "127.0.0.1:8090".into(),
             days: 2,
         }
@@ -103,7 +134,8 @@ environment < flags. Settings (file keys):\n\
   [consumer] stream, durable, subjects, batch, linger, max_ack_pending, ack_wait,\n\
              retry_min, retry_max, seek_margin, status_interval\n\
   [state]    path, synchronous (full|normal), cache_mib\n\
-  [web]      listen, days\n\
+  [http]     listen, days\n\
+  [upstream] label (live|staging: the page marks staging data)\n\
   [log]      format (text|json)\n\
 Rebuild: --from-time T drops the figures of the UTC days from T's on and counts them again\n\
 from the stream; --from-seq N drops everything and counts from stream sequence N. Give\n\
@@ -164,7 +196,7 @@ impl Config {
             flag("consumer.stream", flags.stream.clone()),
             flag("consumer.durable", flags.durable.clone()),
             flag("state.path", flags.db.clone()),
-            flag("web.listen", flags.listen.clone()),
+            flag("http.listen", flags.listen.clone()),
             flag("log.format", flags.log_format.clone()),
         ];
         let config: Config = service::config::load(
@@ -183,14 +215,14 @@ impl Config {
     fn check(&self) -> Result<(), ConfigError> {
         self.nats.check()?;
         self.consumer.check()?;
-        if self.web.listen.parse::<SocketAddr>().is_err() {
+        if self.http.listen.parse::<SocketAddr>().is_err() {
             return Err(ConfigError::key(
-                "web.listen",
+                "http.listen",
                 "must be host:port, e.g. 127.0.0.1:8090",
             ));
         }
-        if !(1..=crate::web::MAX_DAYS).contains(&self.web.days) {
-            return Err(ConfigError::key("web.days", "must be 1 to 31"));
+        if !(1..=crate::web::MAX_DAYS).contains(&self.http.days) {
+            return Err(ConfigError::key("http.days", "must be 1 to 31"));
         }
         if self.state.path.as_os_str().is_empty() {
             return Err(ConfigError::key("state.path", "must not be empty"));
@@ -207,7 +239,7 @@ impl Config {
             self.consumer.durable,
             self.consumer.subjects,
             self.state.path.display(),
-            self.web.listen
+            self.http.listen
         )
     }
 }
@@ -229,7 +261,11 @@ mod tests {
             ("charts", Start::Resume)
         );
         let mut f = tempfile::NamedTempFile::new().expect("tmp");
-        writeln!(f, "[consumer]\nbatch = 500\n[web]\ndays = 7").expect("w");
+        writeln!(
+            f,
+            "[consumer]\nbatch = 500\n[http]\ndays = 7\n[upstream]\nlabel = \"staging\""
+        )
+        .expect("w");
         let flags = Flags {
             config: Some(f.path().to_path_buf()),
             db: Some("/tmp/x.db".into()),
@@ -237,12 +273,13 @@ mod tests {
             ..Flags::default()
         };
         let (c, start) = Config::load_from(&flags, no_env()).expect("load");
-        assert_eq!((c.consumer.batch, c.web.days), (500, 7));
+        assert_eq!((c.consumer.batch, c.http.days), (500, 7));
+        assert_eq!(c.upstream.label, UpstreamLabel::Staging);
         assert_eq!(c.state.path, PathBuf::from("/tmp/x.db"));
         assert_eq!(start, Start::FromTime(1_783_123_200_000_000));
 
         let mut f = tempfile::NamedTempFile::new().expect("tmp");
-        writeln!(f, "[web]\nlisten = \"x\"\nport = 1").expect("w");
+        writeln!(f, "[http]\nlisten = \"x\"\nport = 1").expect("w");
         let flags = Flags {
             config: Some(f.path().to_path_buf()),
             ..Flags::default()

@@ -43,14 +43,15 @@ pub async fn run(config: Config, start: Start, shutdown: CancellationToken) -> a
     let metrics = kit::metrics::Metrics::register(&mut registry, handler::Charts::POISON_REASONS);
     let (progress_tx, progress_rx) = watch::channel(Progress::default());
 
-    let listener = tokio::net::TcpListener::bind(&config.web.listen)
+    let listener = tokio::net::TcpListener::bind(&config.http.listen)
         .await
-        .with_context(|| format!("web.listen {}", config.web.listen))?;
+        .with_context(|| format!("http.listen {}", config.http.listen))?;
     info!(addr = %listener.local_addr()?, "charts page on /, JSON on /api/, metrics on /metrics");
     let state = Arc::new(web::AppState {
         db: config.state.path.clone(),
         progress: progress_rx,
-        days: config.web.days,
+        days: config.http.days,
+        upstream: config.upstream.label,
     });
     let router = web::router(state).merge(service::telemetry::metrics_router(registry));
     let web_stop = CancellationToken::new();

@@ -1,6 +1,6 @@
 //! The web side: the page (`GET /`), the same figures as JSON (`/api/hourly`, `/api/dau`,
 //! `/api/langs`, `/api/status`) and `/metrics`, all read from the database through a
-//! read-only connection per request. `?days=N` (1–31, default `web.days`) sets the window:
+//! read-only connection per request. `?days=N` (1–31, default `http.days`) sets the window:
 //! the N UTC days up to the newest hour with data.
 //!
 //! The page carries its figures twice: drawn as SVG ([`crate::svg`]) and as tables, so a
@@ -35,6 +35,8 @@ pub struct AppState {
     pub progress: watch::Receiver<Progress>,
     /// Default window, in days.
     pub days: u32,
+    /// Where the stream's events come from.
+    pub upstream: crate::config::UpstreamLabel,
 }
 
 /// `?days=N`
@@ -106,6 +108,7 @@ async fn status(State(s): State<Arc<AppState>>) -> Response {
         "progress": p,
         "behind_seconds": p.behind_us() / 1_000_000,
         "text": status_text(&p),
+        "upstream": s.upstream,
     }))
     .into_response()
 }
@@ -147,11 +150,11 @@ async fn page(State(s): State<Arc<AppState>>, Query(p): Query<Params>) -> Respon
         Err(r) => return r,
     };
     let progress = s.progress.borrow().clone();
-    Html(render(&w, &progress)).into_response()
+    Html(render(&w, &progress, s.upstream)).into_response()
 }
 
 /// The whole page.
-pub fn render(w: &Window, progress: &Progress) -> String {
+pub fn render(w: &Window, progress: &Progress, upstream: crate::config::UpstreamLabel) -> String {
     let mut out = String::with_capacity(64 * 1024);
     out.push_str(
         r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Bluesky activity charts</title><style>
@@ -159,6 +162,11 @@ body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collap
 td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}figure{margin:0 0 1em}
 </style></head><body><h1>Bluesky activity</h1>"#,
     );
+    if upstream == crate::config::UpstreamLabel::Staging {
+        out.push_str(
+            r#"<p id="upstream" style="background:#fe8;padding:.4em">Staging data: a recorded capture replayed locally, not the live network.</p>"#,
+        );
+    }
     let _ = write!(
         out,
         r#"<p id="status">{}</p>"#,

@@ -19,7 +19,7 @@ pub const ENV_PREFIX: &str = "BSKY_GATEWAY_";
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    pub server: Server,
+    pub http: Http,
     pub nats: service::nats::Settings,
     pub stream: Stream,
     pub client: Client,
@@ -29,7 +29,7 @@ pub struct Config {
 /// The HTTP side: `GET /subscribe` (WebSocket), `GET /healthz`, `GET /metrics`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub struct Server {
+pub struct Http {
     /// Address to listen on, host:port (Jetstream's own default port is 6008).
     pub listen: String,
     /// Most WebSocket clients at once; more get HTTP 503 (bounds the gateway's memory).
@@ -77,7 +77,7 @@ pub struct Log {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            server: Server {
+            http: Http {
                 listen: "127.0.0.1:6008".into(),
                 max_clients: 10_000,
                 deflate: true,
@@ -104,9 +104,9 @@ impl Default for Config {
     }
 }
 
-impl Default for Server {
+impl Default for Http {
     fn default() -> Self {
-        Config::default().server
+        Config::default().http
     }
 }
 impl Default for Stream {
@@ -134,7 +134,7 @@ impl Default for Log {
     after_help = "Every setting can also come from a TOML file (--config) or the environment \
 (prefix BSKY_GATEWAY_, nesting with __, e.g. BSKY_GATEWAY_NATS__URL). Precedence: defaults < file < \
 environment < flags. Settings (file keys):\n\
-  [server]  listen, max_clients, deflate\n\
+  [http]    listen, max_clients, deflate\n\
   [nats]    url, user, password, password_file, token, token_file, creds_file, nkey_seed,\n\
             tls_ca, tls_cert, tls_key, name (credentials may also sit in the URL)\n\
   [stream]  name\n\
@@ -173,7 +173,7 @@ impl Config {
 
     fn load_from(flags: &Flags, env: figment::providers::Env) -> Result<Config, ConfigError> {
         let given = [
-            flag("server.listen", flags.listen.clone()),
+            flag("http.listen", flags.listen.clone()),
             flag("nats.url", flags.nats.clone()),
             flag("stream.name", flags.stream.clone()),
             flag("log.format", flags.log_format.clone()),
@@ -193,11 +193,11 @@ impl Config {
     /// Checks the values; the error names the key.
     pub fn check(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, why: &str| Err(ConfigError::key(key, why));
-        if self.server.listen.parse::<SocketAddr>().is_err() {
-            return bad("server.listen", "must be host:port, e.g. 127.0.0.1:6008");
+        if self.http.listen.parse::<SocketAddr>().is_err() {
+            return bad("http.listen", "must be host:port, e.g. 127.0.0.1:6008");
         }
-        if self.server.max_clients == 0 {
-            return bad("server.max_clients", "must be > 0");
+        if self.http.max_clients == 0 {
+            return bad("http.max_clients", "must be > 0");
         }
         self.nats.check()?;
         let name_ok = !self.stream.name.is_empty()
@@ -228,13 +228,13 @@ impl Config {
     pub fn summary(&self) -> String {
         format!(
             "listen={} nats={} stream={} buffer_bytes={} stuck_timeout={:?} cursor_margin={:?} deflate={}",
-            self.server.listen,
+            self.http.listen,
             self.nats.redacted_url(),
             self.stream.name,
             self.client.buffer_bytes,
             self.client.stuck_timeout,
             self.client.cursor_margin,
-            self.server.deflate,
+            self.http.deflate,
         )
     }
 }
@@ -251,7 +251,7 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         let c = Config::load_from(&Flags::default(), no_env()).expect("defaults");
-        assert_eq!(c.server.listen, "127.0.0.1:6008");
+        assert_eq!(c.http.listen, "127.0.0.1:6008");
         assert_eq!(c.client.cursor_margin, Duration::from_secs(10));
     }
 
@@ -289,7 +289,7 @@ mod tests {
         let e = c.check().expect_err("pull_batch");
         assert!(e.to_string().contains("client.pull_batch"), "{e}");
         let mut c = Config::default();
-        c.server.listen = "nowhere".into();
+        c.http.listen = "nowhere".into();
         assert!(c.check().is_err());
     }
 }

@@ -53,11 +53,11 @@ struct App {
     deflate: bool,
 }
 
-/// Binds `server.listen` and serves until `shutdown` fires.
+/// Binds `http.listen` and serves until `shutdown` fires.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(&config.server.listen)
+    let listener = tokio::net::TcpListener::bind(&config.http.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+        .with_context(|| format!("cannot listen on {}", config.http.listen))?;
     serve(listener, config, shutdown).await
 }
 
@@ -89,10 +89,10 @@ pub async fn serve(
             shutdown: shutdown.clone(),
         }),
         nats,
-        slots: Arc::new(Semaphore::new(config.server.max_clients)),
+        slots: Arc::new(Semaphore::new(config.http.max_clients)),
         tracker: tracker.clone(),
         max_client_message_bytes: config.client.max_client_message_bytes,
-        deflate: config.server.deflate,
+        deflate: config.http.deflate,
     });
     let router = axum::Router::new()
         .route("/subscribe", axum::routing::get(subscribe))

@@ -184,7 +184,7 @@ async fn permessage_deflate_is_negotiated_and_compresses() {
 
     // Off in the configuration: the same client gets plain frames.
     let mut config = common::config(&pipeline.nats.url());
-    config.server.deflate = false;
+    config.http.deflate = false;
     let gw = Gateway::start(config).await;
     let mut c = NodeClient::start(json!({"lib": "ws", "url": gw.url(), "cursor": 1})).await;
     assert_eq!(c.events(152).await.len(), 152);

@@ -52,7 +52,7 @@ async fn a_client_that_reads_nothing_costs_no_more_than_its_buffer() {
     let port = testkit::free_port().unwrap();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .env("BSKY_GATEWAY_SERVER__LISTEN", addr.to_string())
+        .env("BSKY_GATEWAY_HTTP__LISTEN", addr.to_string())
         .env("BSKY_GATEWAY_NATS__URL", &url)
         .env(
             "BSKY_GATEWAY_CLIENT__BUFFER_BYTES",

@@ -165,7 +165,7 @@ async fn bad_requests_get_400_with_a_reason_before_the_upgrade() {
     .await
     .unwrap();
     let mut config = common::config(&nats.url());
-    config.server.max_clients = 1;
+    config.http.max_clients = 1;
     let gw = Gateway::start(config).await;
     for (query, reason) in [
         ("wantedCollections=not-an-nsid", "invalid collection"),
@@ -197,7 +197,7 @@ async fn bad_requests_get_400_with_a_reason_before_the_upgrade() {
     let (status, body) = common::http_get(gw.addr, "/subscribe").await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("WebSocket"), "{body}");
-    // Valid, but above server.max_clients.
+    // Valid, but above http.max_clients.
     let _first = raw_client(&gw, "").await;
     match tokio_tungstenite::connect_async(format!("{}/subscribe", gw.url())).await {
         Err(Error::Http(resp)) => assert_eq!(resp.status(), 503),

@@ -23,8 +23,8 @@ pub fn config(nats_url: &str, db: &Path, durable: &str) -> Config {
     c.state.synchronous = kit::config::Synchronous::Normal;
     c.consumer.durable = durable.into();
     c.consumer.status_interval = Duration::from_millis(200);
-    c.web.listen = format!("127.0.0.1:{}", testkit::free_port().unwrap());
-    c.web.days = 31;
+    c.http.listen = format!("127.0.0.1:{}", testkit::free_port().unwrap());
+    c.http.days = 31;
     c
 }
 
@@ -39,7 +39,7 @@ pub struct InProcess {
 impl InProcess {
     pub fn start(config: Config, start: Start) -> InProcess {
         let shutdown = CancellationToken::new();
-        let addr = config.web.listen.parse().unwrap();
+        let addr = config.http.listen.parse().unwrap();
         let db = config.state.path.clone();
         let task = tokio::spawn(charts::run(config, start, shutdown.clone()));
         InProcess {
