@@ -271,6 +271,9 @@ for entry in "${CONSUMERS[@]}"; do
     port=${!port_var:-$default_port}
     answers "$port" && die "port $port is in use; choose another with $port_var"
     extra=()
+    if [[ $name == charts || $name == feedgen ]]; then
+        extra+=("BSKY_${upper}_STATE__PATH=$STATE/$name.db") # its SQLite state
+    fi
     if [[ $name == charts && $staging == true ]]; then
         extra+=("BSKY_CHARTS_UPSTREAM__LABEL=staging")
     fi

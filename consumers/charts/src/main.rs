@@ -1,40 +1,17 @@
-//! `charts`: parse the configuration, set up logging, run until SIGINT/SIGTERM.
+//! `charts`: parse the configuration, then [`charts::run`] until SIGINT/SIGTERM.
 
 use charts::config::{Config, Flags};
 use clap::Parser;
+use service::process::Runtime;
 use std::process::ExitCode;
-use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let flags = Flags::parse();
-    let (config, start) = match Config::load(&flags) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("charts: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    service::telemetry::init_logging(config.log.format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("charts: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(service::shutdown::on_signals(shutdown.clone()));
-        match charts::run(config, start, shutdown).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!("{e:#}");
-                eprintln!("charts: {e:#}");
-                ExitCode::FAILURE
-            }
-        }
-    })
+    service::process::main(
+        "charts",
+        Config::load(&flags),
+        |(c, _start)| c.log.format,
+        Runtime::MultiThread,
+        |(config, start), shutdown| charts::run(config, start, shutdown),
+    )
 }

@@ -1,40 +1,17 @@
-//! `gateway`: parse the configuration, set up logging, run until SIGINT/SIGTERM.
+//! `gateway`: parse the configuration, then [`gateway::run`] until SIGINT/SIGTERM.
 
 use clap::Parser;
 use gateway::config::{Config, Flags};
+use service::process::Runtime;
 use std::process::ExitCode;
-use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let flags = Flags::parse();
-    let config = match Config::load(&flags) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("gateway: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    service::telemetry::init_logging(config.log.format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("gateway: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(service::shutdown::on_signals(shutdown.clone()));
-        match gateway::run(config, shutdown).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!("{e:#}");
-                eprintln!("gateway: {e:#}");
-                ExitCode::FAILURE
-            }
-        }
-    })
+    service::process::main(
+        "gateway",
+        Config::load(&flags),
+        |c| c.log.format,
+        Runtime::MultiThread,
+        gateway::run,
+    )
 }

@@ -10,9 +10,12 @@
 //! - [`config`]: defaults < TOML file < environment < flags through figment, unknown keys
 //!   rejected with the key named, and [`config::duration`] for human durations ("5s", "72h");
 //! - [`telemetry`]: structured logging (text or JSON) and the Prometheus `/metrics` route;
-//! - [`shutdown`]: SIGTERM / SIGINT cancel one token; a second signal exits at once.
+//! - [`shutdown`]: SIGTERM / SIGINT cancel one token; a second signal exits at once;
+//! - [`process`]: a binary's `main` around its `run(config, shutdown)`: exit codes,
+//!   logging, the runtime.
 
 pub mod config;
 pub mod nats;
+pub mod process;
 pub mod shutdown;
 pub mod telemetry;
