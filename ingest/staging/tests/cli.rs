@@ -164,9 +164,5 @@ async fn probe_tells_a_live_relay_from_a_dead_one() {
 
 /// A port nothing listens on (bound, then released).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    testkit::free_port().unwrap()
 }
