@@ -2,7 +2,7 @@
 //!
 //! The parts every consumer benchmark needs, so each service adds only its subcommand:
 //!
-//! - [`fill`]: a fresh stream `BSKY` (the ingestor's settings) holding a synthesized
+//! - [`filled`] / [`fill`]: a fresh stream `BSKY` (the ingestor's settings) holding a synthesized
 //!   capture (`bench::ceiling::synth`), published directly with the ingestor's own headers
 //!   by the end-to-end benchmark's publisher (much faster than replaying through the
 //!   ingestor, and the same messages);
@@ -45,6 +45,33 @@ pub async fn fill(url: &str, capture: &Capture, window: usize) -> anyhow::Result
         .map_err(|e| anyhow!("stream info: {e}"))?
         .state
         .messages)
+}
+
+/// A fresh nats-server whose stream holds a synthesized capture of `ops` record ops
+/// (seed `seed`); prints what it did. Returns the server and the messages stored.
+pub async fn filled(ops: u64, seed: u64) -> anyhow::Result<(testkit::NatsServer, u64)> {
+    let t = Instant::now();
+    let capture = synth(ops, seed)?;
+    println!(
+        "capture: {ops} ops, {} frames, synthesized in {:.1} s",
+        capture.len(),
+        t.elapsed().as_secs_f64()
+    );
+    let nats = testkit::NatsServer::start().context("nats-server")?;
+    let t = Instant::now();
+    let stored = fill(&nats.url(), &capture, 2048).await?;
+    println!(
+        "stream: {stored} messages stored in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    Ok((nats, stored))
+}
+
+/// Where children's logs go: `target/bench-logs`, created.
+pub fn logs_dir() -> anyhow::Result<std::path::PathBuf> {
+    let logs = testkit::workspace_root().join("target/bench-logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    Ok(logs)
 }
 
 /// A measured rate.
@@ -189,7 +216,7 @@ pub async fn run_consumer(
 }
 
 /// CPU seconds of process `pid`.
-fn cpu(pid: u32) -> Option<f64> {
+pub fn cpu(pid: u32) -> Option<f64> {
     cpu_secs(&pid.to_string())
 }
 
