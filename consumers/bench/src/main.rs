@@ -4,11 +4,14 @@
 //! ```sh
 //! cargo build --release -p charts -p consumer-bench
 //! target/release/consumer-bench charts --ops 500000
+//! cargo build --release -p gateway -p consumer-bench
+//! target/release/consumer-bench gateway --ops 500000 --clients 1,10,100
 //! ```
 //!
 //! Prints a table and, as its last line, `key=value …`.
 
 mod charts;
+mod gateway;
 
 use clap::{Parser, Subcommand};
 
@@ -36,11 +39,46 @@ enum What {
         #[arg(long, default_value_t = 1000)]
         batch: usize,
     },
+    /// The gateway (real binary) serving concurrent WebSocket clients that replay the
+    /// stream from its start; one round per client count, a fresh gateway each.
+    Gateway {
+        /// Record ops in the synthesized stream.
+        #[arg(long, default_value_t = 500_000)]
+        ops: u64,
+        /// Seed of the synthesized capture.
+        #[arg(long, default_value_t = 20261128)]
+        seed: u64,
+        /// Concurrent clients, comma-separated: one round each.
+        #[arg(long, value_delimiter = ',', default_value = "1,10,100")]
+        clients: Vec<usize>,
+        /// Most messages delivered in one round: each of N clients reads the first
+        /// min(every message, round_cap / N) messages of the stream. The default lets 1 and
+        /// 10 clients read everything (500,000 ops) and 100 clients the first 100,000
+        /// each: 100 × 500,000 takes about 9 minutes on 2 shared cores (`--round-cap
+        /// 50000000` runs it).
+        #[arg(long, default_value_t = 10_000_000)]
+        round_cap: u64,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Args::parse().what {
         What::Charts { ops, seed, batch } => charts::charts(ops, seed, batch).await,
+        What::Gateway {
+            ops,
+            seed,
+            clients,
+            round_cap,
+        } => {
+            let clients: Vec<usize> = clients.into_iter().filter(|&n| n > 0).collect();
+            gateway::gateway(gateway::Options {
+                ops,
+                seed,
+                clients,
+                round_cap,
+            })
+            .await
+        }
     }
 }
