@@ -1,6 +1,8 @@
 //! `consumer-bench gateway`: the real `gateway` binary serving 1, 10, 100 … concurrent
-//! WebSocket clients that replay the stream from its start, against a plain pull consumer
-//! on the whole stream, in one run.
+//! WebSocket clients that replay the stream from its start, against two baselines in the
+//! same run: a plain pull consumer on the whole stream (`bsky.>`), and one on the filter
+//! subjects the gateway gives its own consumer for such a client ([`GATEWAY_FILTERS`]:
+//! the server serves several filters by a slower path than one).
 //!
 //! Where it sits: synthesized stream `BSKY` (fresh nats-server) → **gateway** (child
 //! process, a fresh one per client count so its peak RSS belongs to that round) →
@@ -21,6 +23,10 @@ use testkit::ChildGuard;
 /// How long the gateway may take to listen.
 const READY: Duration = Duration::from_secs(10);
 
+/// The `filter_subjects` of the gateway's consumer for a client that wants every
+/// collection (`gateway::params::Filters::subjects`).
+const GATEWAY_FILTERS: [&str; 3] = ["bsky.*.*.>", "bsky.identity", "bsky.account"];
+
 /// What the subcommand is asked to do.
 #[derive(Debug)]
 pub struct Options {
@@ -32,6 +38,42 @@ pub struct Options {
     /// Most messages delivered in one round: each of `n` clients reads the first
     /// `min(all, round_cap / n)` messages.
     pub round_cap: u64,
+}
+
+/// A baseline pull consumer's rate and the nats-server's CPU seconds while it ran.
+struct Baseline {
+    filters: String,
+    rate: cb::Rate,
+    nats_cpu: f64,
+}
+
+async fn baseline(
+    nats: &testkit::NatsServer,
+    durable: &str,
+    filters: &[&str],
+) -> anyhow::Result<Baseline> {
+    let cpu0 = nats.pid().and_then(cb::cpu).unwrap_or(0.0);
+    let rate = cb::pull_consumer(&nats.url(), durable, filters, 1000, 20_000).await?;
+    let b = Baseline {
+        filters: filters.join(" "),
+        rate,
+        nats_cpu: nats.pid().and_then(cb::cpu).unwrap_or(0.0) - cpu0,
+    };
+    println!("{}", b.line());
+    Ok(b)
+}
+
+impl Baseline {
+    fn line(&self) -> String {
+        format!(
+            "pull consumer, explicit acks, batch 1000, `{}`: {} msgs in {:.2} s: {:.0} msgs/s; nats-server CPU {:.1} s",
+            self.filters,
+            self.rate.msgs,
+            self.rate.secs,
+            self.rate.per_s(),
+            self.nats_cpu
+        )
+    }
 }
 
 /// One round's figures.
@@ -56,15 +98,14 @@ pub async fn gateway(o: Options) -> anyhow::Result<()> {
     let (nats, stored) = cb::filled(o.ops, o.seed).await?;
     let all = sendable(&nats.url(), stored).await?;
 
-    let nats_cpu0 = nats.pid().and_then(cb::cpu).unwrap_or(0.0);
-    let plain = cb::plain_consumer(&nats.url(), "bsky.>", 1000, 20_000).await?;
-    let plain_nats_cpu = nats.pid().and_then(cb::cpu).unwrap_or(0.0) - nats_cpu0;
-    println!(
-        "plain pull consumer, `bsky.>`: {} msgs in {:.2} s: {:.0} msgs/s; nats-server CPU {plain_nats_cpu:.1} s",
-        plain.msgs,
-        plain.secs,
-        plain.per_s()
-    );
+    let plain = baseline(&nats, "plain", &["bsky.>"]).await?;
+    let multi = baseline(&nats, "multi", &GATEWAY_FILTERS).await?;
+    if multi.rate.msgs != all {
+        bail!(
+            "a consumer on the gateway's filters sees {} messages, the subject counts say {all}",
+            multi.rate.msgs
+        );
+    }
 
     let logs = cb::logs_dir()?;
     let mut rounds = Vec::new();
@@ -82,7 +123,7 @@ pub async fn gateway(o: Options) -> anyhow::Result<()> {
         );
         rounds.push(r);
     }
-    report(&plain, plain_nats_cpu, all, stored, &rounds);
+    report(&plain, &multi, all, stored, &rounds);
     Ok(())
 }
 
@@ -200,28 +241,23 @@ fn cpus(gateway: u32, nats: Option<u32>) -> (f64, f64, f64) {
     )
 }
 
-fn report(plain: &cb::Rate, plain_nats_cpu: f64, all: u64, stored: u64, rounds: &[Round]) {
+fn report(plain: &Baseline, multi: &Baseline, all: u64, stored: u64, rounds: &[Round]) {
     let mib = |k: u64| k as f64 / 1024.0;
     println!();
-    println!(
-        "plain pull consumer, explicit acks, `bsky.>`: {:.0} msgs/s ({} msgs, {:.2} s, nats-server CPU {plain_nats_cpu:.1} s)",
-        plain.per_s(),
-        plain.msgs,
-        plain.secs
-    );
-    let own = status_kib(std::process::id(), "VmHWM").map_or(0.0, |k| k as f64 / 1024.0);
-    println!("this process (clients; the capture while filling): peak RSS {own:.1} MiB");
+    println!("{}", plain.line());
+    println!("{}", multi.line());
     println!();
     println!("| clients | msgs each | delivered | wall s | msgs/s, all clients | / plain | gateway peak RSS (idle) | CPU s: gateway / nats-server / clients | MB/s |");
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut line = format!(
-        "plain_msgs_s={:.0} stream_msgs={stored} sent_msgs={all}",
-        plain.per_s()
+        "plain_msgs_s={:.0} multi_filter_msgs_s={:.0} stream_msgs={stored} sent_msgs={all}",
+        plain.rate.per_s(),
+        multi.rate.per_s()
     );
     for r in rounds {
         let f = &r.fleet;
         let bytes: u64 = f.clients.iter().map(|c| c.bytes).sum();
-        let ratio = f.per_s() / plain.per_s();
+        let ratio = f.per_s() / plain.rate.per_s();
         println!(
             "| {} | {} | {} | {:.2} | {:.0} | {ratio:.2} | {:.1} MiB ({:.1}) | {:.1} / {:.1} / {:.1} | {:.0} |",
             r.clients,

@@ -7,7 +7,7 @@
 //!   by the end-to-end benchmark's publisher (much faster than replaying through the
 //!   ingestor, and the same messages);
 //! - [`plain_consumer`]: the baseline, a durable pull consumer with explicit acks that
-//!   only receives and acks, on a given filter;
+//!   only receives and acks, on a given filter ([`pull_consumer`]: on several);
 //! - [`run_consumer`]: a consumer binary as a child process, timed until its durable has
 //!   nothing pending, with its peak RSS (`VmHWM`) and CPU seconds.
 
@@ -98,15 +98,32 @@ pub async fn plain_consumer(
     batch: usize,
     max_ack_pending: i64,
 ) -> anyhow::Result<Rate> {
+    pull_consumer(url, "plain", &[filter], batch, max_ack_pending).await
+}
+
+/// [`plain_consumer`] as durable `durable` on several filter subjects (a multi-filter
+/// consumer, which the server serves by another path than a single filter).
+pub async fn pull_consumer(
+    url: &str,
+    durable: &str,
+    filters: &[&str],
+    batch: usize,
+    max_ack_pending: i64,
+) -> anyhow::Result<Rate> {
     let js = jetstream::new(async_nats::connect(url).await?);
     let stream = js
         .get_stream(STREAM)
         .await
         .map_err(|e| anyhow!("stream: {e}"))?;
+    let (filter_subject, filter_subjects) = match filters {
+        [one] => (one.to_string(), Vec::new()),
+        many => (String::new(), many.iter().map(|s| s.to_string()).collect()),
+    };
     let mut c: consumer::PullConsumer = stream
         .create_consumer(consumer::pull::Config {
-            durable_name: Some("plain".into()),
-            filter_subject: filter.into(),
+            durable_name: Some(durable.into()),
+            filter_subject,
+            filter_subjects,
             ack_policy: consumer::AckPolicy::Explicit,
             max_ack_pending,
             ..Default::default()
