@@ -2,12 +2,12 @@
 //!
 //! The parts every consumer benchmark needs, so each service adds only its subcommand:
 //!
-//! - [`fill`]: a fresh stream `BSKY` (the ingestor's settings) holding a synthesized
+//! - [`filled`] / [`fill`]: a fresh stream `BSKY` (the ingestor's settings) holding a synthesized
 //!   capture (`bench::ceiling::synth`), published directly with the ingestor's own headers
 //!   by the end-to-end benchmark's publisher (much faster than replaying through the
 //!   ingestor, and the same messages);
 //! - [`plain_consumer`]: the baseline, a durable pull consumer with explicit acks that
-//!   only receives and acks, on a given filter;
+//!   only receives and acks, on a given filter ([`pull_consumer`]: on several);
 //! - [`run_consumer`]: a consumer binary as a child process, timed until its durable has
 //!   nothing pending, with its peak RSS (`VmHWM`) and CPU seconds.
 
@@ -47,6 +47,33 @@ pub async fn fill(url: &str, capture: &Capture, window: usize) -> anyhow::Result
         .messages)
 }
 
+/// A fresh nats-server whose stream holds a synthesized capture of `ops` record ops
+/// (seed `seed`); prints what it did. Returns the server and the messages stored.
+pub async fn filled(ops: u64, seed: u64) -> anyhow::Result<(testkit::NatsServer, u64)> {
+    let t = Instant::now();
+    let capture = synth(ops, seed)?;
+    println!(
+        "capture: {ops} ops, {} frames, synthesized in {:.1} s",
+        capture.len(),
+        t.elapsed().as_secs_f64()
+    );
+    let nats = testkit::NatsServer::start().context("nats-server")?;
+    let t = Instant::now();
+    let stored = fill(&nats.url(), &capture, 2048).await?;
+    println!(
+        "stream: {stored} messages stored in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    Ok((nats, stored))
+}
+
+/// Where children's logs go: `target/bench-logs`, created.
+pub fn logs_dir() -> anyhow::Result<std::path::PathBuf> {
+    let logs = testkit::workspace_root().join("target/bench-logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    Ok(logs)
+}
+
 /// A measured rate.
 #[derive(Debug, Clone, Copy)]
 pub struct Rate {
@@ -71,15 +98,32 @@ pub async fn plain_consumer(
     batch: usize,
     max_ack_pending: i64,
 ) -> anyhow::Result<Rate> {
+    pull_consumer(url, "plain", &[filter], batch, max_ack_pending).await
+}
+
+/// [`plain_consumer`] as durable `durable` on several filter subjects (a multi-filter
+/// consumer, which the server serves by another path than a single filter).
+pub async fn pull_consumer(
+    url: &str,
+    durable: &str,
+    filters: &[&str],
+    batch: usize,
+    max_ack_pending: i64,
+) -> anyhow::Result<Rate> {
     let js = jetstream::new(async_nats::connect(url).await?);
     let stream = js
         .get_stream(STREAM)
         .await
         .map_err(|e| anyhow!("stream: {e}"))?;
+    let (filter_subject, filter_subjects) = match filters {
+        [one] => (one.to_string(), Vec::new()),
+        many => (String::new(), many.iter().map(|s| s.to_string()).collect()),
+    };
     let mut c: consumer::PullConsumer = stream
         .create_consumer(consumer::pull::Config {
-            durable_name: Some("plain".into()),
-            filter_subject: filter.into(),
+            durable_name: Some(durable.into()),
+            filter_subject,
+            filter_subjects,
             ack_policy: consumer::AckPolicy::Explicit,
             max_ack_pending,
             ..Default::default()
@@ -189,7 +233,7 @@ pub async fn run_consumer(
 }
 
 /// CPU seconds of process `pid`.
-fn cpu(pid: u32) -> Option<f64> {
+pub fn cpu(pid: u32) -> Option<f64> {
     cpu_secs(&pid.to_string())
 }
 

@@ -4,15 +4,16 @@
 //! ```sh
 //! cargo build --release -p charts -p consumer-bench
 //! target/release/consumer-bench charts --ops 500000
+//! cargo build --release -p gateway -p consumer-bench
+//! target/release/consumer-bench gateway --ops 500000 --clients 1,10,100
 //! ```
 //!
 //! Prints a table and, as its last line, `key=value …`.
 
-use anyhow::Context as _;
+mod charts;
+mod gateway;
+
 use clap::{Parser, Subcommand};
-use consumer_bench as cb;
-use std::process::Command;
-use std::time::Instant;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,91 +39,46 @@ enum What {
         #[arg(long, default_value_t = 1000)]
         batch: usize,
     },
+    /// The gateway (real binary) serving concurrent WebSocket clients that replay the
+    /// stream from its start; one round per client count, a fresh gateway each.
+    Gateway {
+        /// Record ops in the synthesized stream.
+        #[arg(long, default_value_t = 500_000)]
+        ops: u64,
+        /// Seed of the synthesized capture.
+        #[arg(long, default_value_t = 20261128)]
+        seed: u64,
+        /// Concurrent clients, comma-separated: one round each.
+        #[arg(long, value_delimiter = ',', default_value = "1,10,100")]
+        clients: Vec<usize>,
+        /// Most messages delivered in one round: each of N clients reads the first
+        /// min(every message, round_cap / N) messages of the stream. The default lets 1 and
+        /// 10 clients read everything (500,000 ops) and 100 clients the first 100,000
+        /// each: 100 clients reading all 503,359 take about 7 minutes on 2 shared cores
+        /// (`--round-cap 100000000` runs it).
+        #[arg(long, default_value_t = 10_000_000)]
+        round_cap: u64,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Args::parse().what {
-        What::Charts { ops, seed, batch } => charts(ops, seed, batch).await,
+        What::Charts { ops, seed, batch } => charts::charts(ops, seed, batch).await,
+        What::Gateway {
+            ops,
+            seed,
+            clients,
+            round_cap,
+        } => {
+            let clients: Vec<usize> = clients.into_iter().filter(|&n| n > 0).collect();
+            gateway::gateway(gateway::Options {
+                ops,
+                seed,
+                clients,
+                round_cap,
+            })
+            .await
+        }
     }
-}
-
-async fn charts(ops: u64, seed: u64, batch: usize) -> anyhow::Result<()> {
-    let bin = cb::sibling("charts")?;
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!("machine: {cores} cores; charts binary {}", bin.display());
-    let t = Instant::now();
-    let capture = cb::synth(ops, seed)?;
-    println!(
-        "capture: {ops} ops, {} frames, synthesized in {:.1} s",
-        capture.len(),
-        t.elapsed().as_secs_f64()
-    );
-    let nats = testkit::NatsServer::start().context("nats-server")?;
-    let t = Instant::now();
-    let stored = cb::fill(&nats.url(), &capture, 2048).await?;
-    drop(capture);
-    println!(
-        "stream: {stored} messages stored in {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
-
-    let filter = "bsky.*.*.>"; // charts' default: every commit op
-    let plain = cb::plain_consumer(&nats.url(), filter, batch, 20_000).await?;
-    println!(
-        "plain pull consumer: {} msgs in {:.2} s: {:.0} msgs/s",
-        plain.msgs,
-        plain.secs,
-        plain.per_s()
-    );
-
-    let dir = tempfile::tempdir()?;
-    let logs = testkit::workspace_root().join("target/bench-logs");
-    std::fs::create_dir_all(&logs)?;
-    let mut cmd = Command::new(&bin);
-    cmd.args([
-        "--nats",
-        &nats.url(),
-        "--listen",
-        &format!("127.0.0.1:{}", testkit::free_port()?),
-    ])
-    .arg("--db")
-    .arg(dir.path().join("charts.db"))
-    .env("BSKY_CHARTS_CONSUMER__BATCH", batch.to_string())
-    .env("RUST_LOG", "warn");
-    let run = cb::run_consumer(
-        &nats.url(),
-        cmd,
-        "charts",
-        plain.msgs,
-        nats.pid(),
-        &logs.join("charts.log"),
-    )
-    .await?;
-    let rss_mib = run.hwm_kib as f64 / 1024.0;
-    let ratio = run.rate.per_s() / plain.per_s();
-    println!();
-    println!("| measure | value |");
-    println!("|---|---|");
-    println!(
-        "| plain pull consumer, explicit acks, `{filter}` | {:.0} msgs/s ({} msgs, {:.2} s) |",
-        plain.per_s(),
-        plain.msgs,
-        plain.secs
-    );
-    println!("| charts (binary, SQLite, synchronous=full), batch {batch} | {:.0} msgs/s ({:.2} s from start) |", run.rate.per_s(), run.rate.secs);
-    println!("| charts / plain | {ratio:.2} |");
-    println!("| charts peak RSS (VmHWM) | {rss_mib:.1} MiB |");
-    println!(
-        "| CPU s: charts / nats-server (charts phase) | {:.1} / {:.1} |",
-        run.cpu.0, run.cpu.1
-    );
-    println!();
-    println!(
-        "charts_msgs_s={:.0} plain_msgs_s={:.0} ratio={ratio:.2} charts_peak_rss_mib={rss_mib:.1} msgs={}",
-        run.rate.per_s(),
-        plain.per_s(),
-        plain.msgs
-    );
-    Ok(())
 }
