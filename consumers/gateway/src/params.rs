@@ -143,10 +143,11 @@ impl Filters {
     /// a full NSID under a wanted prefix, or a prefix under a shorter one, is left out.
     pub fn subjects(&self) -> Vec<String> {
         let p = firehose::SUBJECT_PREFIX;
-        let mut out = match &self.collections {
-            // Every collection: NSIDs have three segments or more, so `p.*.*.>` is every
-            // commit subject and neither `p.identity` nor `p.sync`.
-            None => vec![format!("{p}.*.*.>")],
+        let mut out: Vec<String> = match &self.collections {
+            // Every collection: one filter for the whole stream. The server's path for a
+            // consumer with several filters cost it twice the CPU per message (the gateway
+            // benchmark, BENCHMARKS.md); the few `#sync` events are dropped by the pump.
+            None => return vec![format!("{p}.>")],
             Some(c) => {
                 let covered = |s: &str, own: Option<&str>| {
                     c.prefixes
@@ -285,12 +286,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn all_collections_leave_out_sync() {
+    fn all_collections_is_one_filter() {
         let r = parse_query("").expect("empty");
-        assert_eq!(
-            r.filters.subjects(),
-            ["bsky.*.*.>", "bsky.identity", "bsky.account"]
-        );
+        assert_eq!(r.filters.subjects(), ["bsky.>"]);
         assert!(r.cursor.is_none() && !r.require_hello);
     }
 

@@ -336,6 +336,10 @@ impl Pump {
         };
         let (seq, pending) = (info.stream_sequence, info.pending);
         pos.next_seq = seq + 1;
+        // Jetstream v1 has no `#sync` event (clients reject unknown kinds).
+        if m.message.subject.as_str() == SYNC_SUBJECT {
+            return true;
+        }
         let payload = m.message.payload;
         let env: Envelope = match serde_json::from_slice(&payload) {
             Ok(env) => env,
@@ -368,6 +372,9 @@ impl Pump {
         tx.send(out).await.is_ok()
     }
 }
+
+/// The subject of `#sync` events, never sent to clients.
+const SYNC_SUBJECT: &str = "bsky.sync";
 
 /// How far the pump has read.
 struct Position {
