@@ -74,13 +74,15 @@ pub async fn run(config: Config, start: Start, shutdown: CancellationToken) -> a
     let listener = tokio::net::TcpListener::bind(&config.http.listen)
         .await
         .with_context(|| format!("http.listen {}", config.http.listen))?;
-    info!(addr = %listener.local_addr()?, did = %config.service_did(), "serving /xrpc/app.bsky.feed.getFeedSkeleton, describeFeedGenerator, /.well-known/did.json, /metrics");
+    info!(addr = %listener.local_addr()?, did = %config.service_did(), "serving /xrpc/app.bsky.feed.getFeedSkeleton, describeFeedGenerator, /.well-known/did.json, /status, /metrics");
+    let (progress, progress_rx) = watch::channel(Progress::default());
     let app = Arc::new(web::AppState {
         readers: query::Readers::new(config.state.path.clone(), config.http.readers),
         feeds,
         did: config.service_did(),
         endpoint: config.endpoint(),
         metrics,
+        progress: progress_rx,
     });
     let router = web::router(app).merge(service::telemetry::metrics_router(registry));
     let web_stop = CancellationToken::new();
@@ -90,7 +92,6 @@ pub async fn run(config: Config, start: Start, shutdown: CancellationToken) -> a
         web_stop.clone(),
     ));
 
-    let (progress, _) = watch::channel(Progress::default());
     let opts = kit::Options {
         consumer: config.consumer.clone(),
         state: config.state.clone(),

@@ -4,6 +4,8 @@
 //!   `{"feed":[{"post":"at://…"}],"cursor":"…"}` (no `cursor` at the feed's end);
 //! - `GET /xrpc/app.bsky.feed.describeFeedGenerator` → `{"did":…,"feeds":[{"uri":…}]}`;
 //! - `GET /.well-known/did.json`: the `did:web` document naming the service endpoint;
+//! - `GET /status`: where the index stands against the stream ([`kit::Progress`]: its
+//!   position, the stream's last sequence, what is pending, how far behind in event time);
 //! - `GET /healthz`, `GET /metrics` (merged in by [`crate::run`]).
 //!
 //! Errors are XRPC error bodies `{"error","message"}`: a bad parameter is 400
@@ -18,10 +20,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use axum::Router;
+use kit::Progress;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::watch;
 
 /// `limit` when the request does not say.
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -40,6 +44,8 @@ pub struct AppState {
     pub endpoint: String,
     /// Request counts and latency.
     pub metrics: Metrics,
+    /// Where the consumer stands.
+    pub progress: watch::Receiver<Progress>,
 }
 
 /// The routes.
@@ -49,6 +55,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/xrpc/app.bsky.feed.describeFeedGenerator", get(describe))
         .route("/xrpc/{method}", get(not_implemented).post(not_implemented))
         .route("/.well-known/did.json", get(did_json))
+        .route("/status", get(status))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(state)
 }
@@ -210,6 +217,11 @@ async fn did_json(State(s): State<Arc<AppState>>) -> Response {
         }],
     }))
     .into_response()
+}
+
+async fn status(State(s): State<Arc<AppState>>) -> Response {
+    let p = s.progress.borrow().clone();
+    Json(json!({ "progress": p, "behind_seconds": p.behind_us() / 1_000_000 })).into_response()
 }
 
 async fn not_implemented() -> Response {
