@@ -9,7 +9,10 @@
 //! - [`plain_consumer`]: the baseline, a durable pull consumer with explicit acks that
 //!   only receives and acks, on a given filter;
 //! - [`run_consumer`]: a consumer binary as a child process, timed until its durable has
-//!   nothing pending, with its peak RSS (`VmHWM`) and CPU seconds.
+//!   nothing pending, with its peak RSS (`VmHWM`) and CPU seconds;
+//! - [`probe`]: paced HTTP requests to a consumer while it works, with their latency.
+
+pub mod probe;
 
 use anyhow::{anyhow, bail, Context as _};
 use async_nats::jetstream::{self, consumer};

@@ -2,8 +2,9 @@
 //! consumer on the same stream and filter, in the same run.
 //!
 //! ```sh
-//! cargo build --release -p charts -p consumer-bench
+//! cargo build --release -p charts -p feedgen -p consumer-bench
 //! target/release/consumer-bench charts --ops 500000
+//! target/release/consumer-bench feedgen --ops 500000
 //! ```
 //!
 //! Prints a table and, as its last line, `key=value …`.
@@ -13,6 +14,8 @@ use clap::{Parser, Subcommand};
 use consumer_bench as cb;
 use std::process::Command;
 use std::time::Instant;
+
+mod feedgen;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,12 +41,34 @@ enum What {
         #[arg(long, default_value_t = 1000)]
         batch: usize,
     },
+    /// The feed generator (real binary, real SQLite writes) on the post subject, with
+    /// getFeedSkeleton asked in a loop meanwhile.
+    Feedgen {
+        /// Record ops in the synthesized stream (posts are about 12 % of them).
+        #[arg(long, default_value_t = 500_000)]
+        ops: u64,
+        /// Seed of the synthesized capture.
+        #[arg(long, default_value_t = 20261128)]
+        seed: u64,
+        /// Messages per pull / per SQLite transaction.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Most getFeedSkeleton requests per second while it runs.
+        #[arg(long, default_value_t = 200)]
+        qps: u32,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Args::parse().what {
         What::Charts { ops, seed, batch } => charts(ops, seed, batch).await,
+        What::Feedgen {
+            ops,
+            seed,
+            batch,
+            qps,
+        } => feedgen::run(ops, seed, batch, qps).await,
     }
 }
 
