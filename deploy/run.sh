@@ -88,7 +88,7 @@ PROBE_TIMEOUT=${BSKY_PROBE_TIMEOUT:-5}
 
 # The consumers: name, default port, the path a person opens. Each binary takes
 # BSKY_<NAME>_NATS__URL / __USER / __PASSWORD_FILE like ingest, and its HTTP listen
-# address as BSKY_<NAME>_HTTP__LISTEN.
+# address as BSKY_<NAME>_HTTP__LISTEN; feedgen also its feeds, deploy/feedgen.toml.
 CONSUMERS=(
     "charts 8080 /"
     "feedgen 8081 /xrpc/app.bsky.feed.getFeedSkeleton"
@@ -271,8 +271,14 @@ for entry in "${CONSUMERS[@]}"; do
     port=${!port_var:-$default_port}
     answers "$port" && die "port $port is in use; choose another with $port_var"
     extra=()
+    args=()
     if [[ $name == charts && $staging == true ]]; then
         extra+=("BSKY_CHARTS_UPSTREAM__LABEL=staging")
+    fi
+    if [[ $name == feedgen ]]; then
+        # Its feeds are in a file; its index goes with the rest of the state.
+        args+=(--config "$ROOT/deploy/feedgen.toml")
+        extra+=("BSKY_FEEDGEN_STATE__PATH=$STATE/feedgen.db")
     fi
     say "starting $name on 127.0.0.1:$port"
     launch "$name" env \
@@ -281,7 +287,7 @@ for entry in "${CONSUMERS[@]}"; do
         "BSKY_${upper}_NATS__PASSWORD_FILE=$SECRETS/$name.password" \
         "BSKY_${upper}_HTTP__LISTEN=127.0.0.1:$port" \
         "${extra[@]}" \
-        "$BIN/$name"
+        "$BIN/$name" "${args[@]}"
     consumer_up() { [[ -n $(http_status "$port" "$path") ]]; }
     wait_for 30 consumer_up
     shown+=("$(printf '  %-9s http://127.0.0.1:%s%s' "$name" "$port" "$path")")
