@@ -114,13 +114,14 @@ pub async fn run(ops: u64, seed: u64, batch: usize, qps: u32) -> anyhow::Result<
         }
     };
     let probe = Probe::start(addr, Duration::from_secs(1) / qps.max(1), next);
-    let run = cb::run_consumer(
+    let run = cb::run_consumer_then(
         &nats.url(),
         cmd,
         "feedgen",
         plain.msgs,
         nats.pid(),
         &logs.join("feedgen.log"),
+        probe.stopper(),
     )
     .await;
     let lat = probe.stop().await;

@@ -50,8 +50,8 @@ enum What {
         /// Seed of the synthesized capture.
         #[arg(long, default_value_t = 20261128)]
         seed: u64,
-        /// Messages per pull / per SQLite transaction.
-        #[arg(long, default_value_t = 1000)]
+        /// Messages per pull / per SQLite transaction (feedgen's default batch).
+        #[arg(long, default_value_t = 4000)]
         batch: usize,
         /// Most getFeedSkeleton requests per second while it runs.
         #[arg(long, default_value_t = 200)]

@@ -67,6 +67,9 @@ impl Probe {
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             while !flag.load(Ordering::Relaxed) {
                 ticker.tick().await;
+                if flag.load(Ordering::Relaxed) {
+                    break;
+                }
                 let path = next(last.as_deref());
                 let t = Instant::now();
                 match get(addr, &path).await {
@@ -85,6 +88,12 @@ impl Probe {
             out
         });
         Probe { stop, task }
+    }
+
+    /// A function that stops the requests (no new one starts), e.g. before the server goes.
+    pub fn stopper(&self) -> impl FnOnce() + use<> {
+        let flag = self.stop.clone();
+        move || flag.store(true, Ordering::Relaxed)
     }
 
     /// Stops the requests; what they met.

@@ -145,6 +145,9 @@ impl Default for Feed {
     }
 }
 
+/// `consumer.batch` of feedgen (kit's default `max_ack_pending`, 10,000, is at least twice it).
+pub const DEFAULT_BATCH: usize = 4000;
+
 /// A feed's `max_posts` when it does not say: the index stays bounded.
 pub const DEFAULT_MAX_POSTS: u64 = 50_000;
 
@@ -159,6 +162,10 @@ impl Default for Config {
             consumer: Consumer {
                 durable: "feedgen".into(),
                 subjects: vec!["bsky.app.bsky.feed.post".into()],
+                // A commit writes every B-tree page its batch touched: in a catch-up,
+                // bigger batches write each page once for more posts (live, batches are
+                // as small as the traffic, `linger` bounds the wait).
+                batch: DEFAULT_BATCH,
                 ..Consumer::default()
             },
             state: State {

@@ -135,18 +135,19 @@ pub fn page(
         post: i64::MAX,
     });
     let mut stmt = conn.prepare_cached(
-        "SELECT p.uri, f.sort_at, f.post FROM feed_posts f JOIN posts p ON p.id = f.post
-         WHERE f.feed = ?1 AND (f.sort_at, f.post) < (?2, ?3)
-         ORDER BY f.sort_at DESC, f.post DESC LIMIT ?4",
+        "SELECT did, rkey, sort_at, id FROM feed_posts
+         WHERE feed = ?1 AND (sort_at, id) < (?2, ?3)
+         ORDER BY sort_at DESC, id DESC LIMIT ?4",
     )?;
     let mut posts = Vec::with_capacity(limit as usize);
     let mut last = None;
     let mut rows = stmt.query(params![feed, after.sort_at, after.post, limit])?;
     while let Some(r) = rows.next()? {
-        posts.push(r.get(0)?);
+        let (did, rkey): (String, String) = (r.get(0)?, r.get(1)?);
+        posts.push(format!("at://{did}/{}/{rkey}", crate::index::POST));
         last = Some(Cursor {
-            sort_at: r.get(1)?,
-            post: r.get(2)?,
+            sort_at: r.get(2)?,
+            post: r.get(3)?,
         });
     }
     let cursor = if posts.len() == limit as usize {
@@ -190,9 +191,9 @@ mod tests {
         conn.execute_batch(crate::index::SCHEMA).expect("schema");
         let plan: Vec<String> = conn
             .prepare(
-                "EXPLAIN QUERY PLAN SELECT p.uri FROM feed_posts f JOIN posts p ON p.id = f.post
-                 WHERE f.feed = 1 AND (f.sort_at, f.post) < (5, 5)
-                 ORDER BY f.sort_at DESC, f.post DESC LIMIT 10",
+                "EXPLAIN QUERY PLAN SELECT did, rkey FROM feed_posts
+                 WHERE feed = 1 AND (sort_at, id) < (5, 5)
+                 ORDER BY sort_at DESC, id DESC LIMIT 10",
             )
             .expect("plan")
             .query_map([], |r| r.get::<_, String>(3))

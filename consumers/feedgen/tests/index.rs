@@ -115,6 +115,10 @@ fn creates_add_deletes_remove_newest_first_with_the_future_clamped() {
         .query_row("SELECT COUNT(*) FROM posts", [], |r| r.get(0))
         .unwrap();
     assert_eq!(rows, 2);
+    let checkpoint: i64 = conn
+        .pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))
+        .unwrap();
+    assert_eq!(checkpoint, 10_000, "set by init, inside its transaction");
 }
 
 #[test]
