@@ -1,6 +1,7 @@
 //! `consumer-bench feedgen`: the feed generator (real binary, real SQLite writes) against a
 //! plain pull consumer on `bsky.app.bsky.feed.post`, while `getFeedSkeleton` is asked in a
-//! loop; prints both rates, their ratio, the requests' p50/p99 and the peak RSS.
+//! loop; prints both rates, their ratio, the requests' p50/p99 and the peak RSS. The child
+//! inherits this environment: `BSKY_FEEDGEN_STATE__SYNCHRONOUS=full` measures full syncs.
 
 use anyhow::Context as _;
 use consumer_bench as cb;
@@ -142,8 +143,9 @@ pub async fn run(ops: u64, seed: u64, batch: usize, qps: u32) -> anyhow::Result<
         plain.msgs,
         plain.secs
     );
+    let sync = std::env::var("BSKY_FEEDGEN_STATE__SYNCHRONOUS").unwrap_or_else(|_| "normal".into());
     println!(
-        "| feedgen (binary, {} feeds, SQLite synchronous=full), batch {batch} | {:.0} msgs/s ({:.2} s from start) |",
+        "| feedgen (binary, {} feeds, SQLite synchronous={sync}), batch {batch} | {:.0} msgs/s ({:.2} s from start) |",
         NAMES.len(),
         run.rate.per_s(),
         run.rate.secs
@@ -162,7 +164,7 @@ pub async fn run(ops: u64, seed: u64, batch: usize, qps: u32) -> anyhow::Result<
     );
     println!();
     println!(
-        "feedgen_msgs_s={:.0} plain_msgs_s={:.0} ratio={ratio:.2} skeleton_p50_ms={p50:.2} skeleton_p99_ms={p99:.2} skeleton_requests={} feedgen_peak_rss_mib={rss_mib:.1} msgs={}",
+        "feedgen_msgs_s={:.0} plain_msgs_s={:.0} ratio={ratio:.2} synchronous={sync} skeleton_p50_ms={p50:.2} skeleton_p99_ms={p99:.2} skeleton_requests={} feedgen_peak_rss_mib={rss_mib:.1} msgs={}",
         run.rate.per_s(),
         plain.per_s(),
         lat.times.len(),

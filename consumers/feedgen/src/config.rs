@@ -170,6 +170,10 @@ impl Default for Config {
             },
             state: State {
                 path: "feedgen.db".into(),
+                // The index is derived from the stream and committed with its position:
+                // a power loss may take the last commits, data and position together, and
+                // they are read again. Syncing at checkpoints only makes catch-ups faster.
+                synchronous: kit::config::Synchronous::Normal,
                 ..State::default()
             },
             http: Http::default(),
