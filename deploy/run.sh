@@ -281,7 +281,9 @@ for entry in "${CONSUMERS[@]}"; do
         extra+=("BSKY_FEEDGEN_STATE__PATH=$STATE/feedgen.db")
     fi
     say "starting $name on 127.0.0.1:$port"
-    launch "$name" env \
+    # BSKY_<NAME>_PORT is this script's setting, not the service's: the service would
+    # refuse it as an unknown key of its own prefix.
+    launch "$name" env -u "$port_var" \
         "BSKY_${upper}_NATS__URL=$NATS_URL" \
         "BSKY_${upper}_NATS__USER=$name" \
         "BSKY_${upper}_NATS__PASSWORD_FILE=$SECRETS/$name.password" \
