@@ -88,7 +88,7 @@ PROBE_TIMEOUT=${BSKY_PROBE_TIMEOUT:-5}
 
 # The consumers: name, default port, the path a person opens. Each binary takes
 # BSKY_<NAME>_NATS__URL / __USER / __PASSWORD_FILE like ingest, and its HTTP listen
-# address as BSKY_<NAME>_HTTP__LISTEN.
+# address as BSKY_<NAME>_HTTP__LISTEN; feedgen also its feeds, deploy/feedgen.toml.
 CONSUMERS=(
     "charts 8080 /"
     "feedgen 8081 /xrpc/app.bsky.feed.getFeedSkeleton"
@@ -274,8 +274,13 @@ for entry in "${CONSUMERS[@]}"; do
     if [[ $name == charts || $name == feedgen ]]; then
         extra+=("BSKY_${upper}_STATE__PATH=$STATE/$name.db") # its SQLite state
     fi
+    args=()
     if [[ $name == charts && $staging == true ]]; then
         extra+=("BSKY_CHARTS_UPSTREAM__LABEL=staging")
+    fi
+    if [[ $name == feedgen ]]; then
+        # Its feeds are in a file; its index goes with the rest of the state.
+        args+=(--config "$ROOT/deploy/feedgen.toml")
     fi
     say "starting $name on 127.0.0.1:$port"
     launch "$name" env \
@@ -284,7 +289,7 @@ for entry in "${CONSUMERS[@]}"; do
         "BSKY_${upper}_NATS__PASSWORD_FILE=$SECRETS/$name.password" \
         "BSKY_${upper}_HTTP__LISTEN=127.0.0.1:$port" \
         "${extra[@]}" \
-        "$BIN/$name"
+        "$BIN/$name" "${args[@]}"
     consumer_up() { [[ -n $(http_status "$port" "$path") ]]; }
     wait_for 30 consumer_up
     shown+=("$(printf '  %-9s http://127.0.0.1:%s%s' "$name" "$port" "$path")")

@@ -9,7 +9,10 @@
 //! - [`plain_consumer`]: the baseline, a durable pull consumer with explicit acks that
 //!   only receives and acks, on a given filter ([`pull_consumer`]: on several);
 //! - [`run_consumer`]: a consumer binary as a child process, timed until its durable has
-//!   nothing pending, with its peak RSS (`VmHWM`) and CPU seconds.
+//!   nothing pending, with its peak RSS (`VmHWM`) and CPU seconds;
+//! - [`probe`]: paced HTTP requests to a consumer while it works, with their latency.
+
+pub mod probe;
 
 use anyhow::{anyhow, bail, Context as _};
 use async_nats::jetstream::{self, consumer};
@@ -170,11 +173,25 @@ pub struct ChildRun {
 /// complete beforehand), counting `expected` messages; logs to `log`.
 pub async fn run_consumer(
     url: &str,
+    cmd: Command,
+    durable: &str,
+    expected: u64,
+    nats_pid: Option<u32>,
+    log: &Path,
+) -> anyhow::Result<ChildRun> {
+    run_consumer_then(url, cmd, durable, expected, nats_pid, log, || {}).await
+}
+
+/// [`run_consumer`], calling `caught_up` once the durable holds nothing more, before the
+/// child is stopped (e.g. to stop requests to it first).
+pub async fn run_consumer_then(
+    url: &str,
     mut cmd: Command,
     durable: &str,
     expected: u64,
     nats_pid: Option<u32>,
     log: &Path,
+    caught_up: impl FnOnce(),
 ) -> anyhow::Result<ChildRun> {
     let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let js = jetstream::new(async_nats::connect(url).await?);
@@ -216,6 +233,7 @@ pub async fn run_consumer(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    caught_up();
     let hwm_kib = status_kib(pid, "VmHWM").context("VmHWM")?;
     let cpu = (
         self::cpu(pid).unwrap_or(0.0),

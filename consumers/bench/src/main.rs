@@ -6,11 +6,14 @@
 //! target/release/consumer-bench charts --ops 500000
 //! cargo build --release -p gateway -p consumer-bench
 //! target/release/consumer-bench gateway --ops 500000 --clients 1,10,100
+//! cargo build --release -p feedgen -p consumer-bench
+//! target/release/consumer-bench feedgen --ops 500000
 //! ```
 //!
 //! Prints a table and, as its last line, `key=value …`.
 
 mod charts;
+mod feedgen;
 mod gateway;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +42,22 @@ enum What {
         #[arg(long, default_value_t = 1000)]
         batch: usize,
     },
+    /// The feed generator (real binary, real SQLite writes) on the post subject, with
+    /// getFeedSkeleton asked in a loop meanwhile.
+    Feedgen {
+        /// Record ops in the synthesized stream (posts are about 12 % of them).
+        #[arg(long, default_value_t = 500_000)]
+        ops: u64,
+        /// Seed of the synthesized capture.
+        #[arg(long, default_value_t = 20261128)]
+        seed: u64,
+        /// Messages per pull / per SQLite transaction (feedgen's default batch).
+        #[arg(long, default_value_t = 4000)]
+        batch: usize,
+        /// Most getFeedSkeleton requests per second while it runs.
+        #[arg(long, default_value_t = 200)]
+        qps: u32,
+    },
     /// The gateway (real binary) serving concurrent WebSocket clients that replay the
     /// stream from its start; one round per client count, a fresh gateway each.
     Gateway {
@@ -65,6 +84,12 @@ enum What {
 async fn main() -> anyhow::Result<()> {
     match Args::parse().what {
         What::Charts { ops, seed, batch } => charts::charts(ops, seed, batch).await,
+        What::Feedgen {
+            ops,
+            seed,
+            batch,
+            qps,
+        } => feedgen::run(ops, seed, batch, qps).await,
         What::Gateway {
             ops,
             seed,
