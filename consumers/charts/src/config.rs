@@ -5,10 +5,9 @@
 
 use kit::config::{Consumer, Start, State};
 use serde::{Deserialize, Serialize};
-use service::config::{flag, ConfigError, Sources};
+use service::config::ConfigError;
 use service::telemetry::LogFormat;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 /// Prefix of the environment variables read by `charts`.
 pub const ENV_PREFIX: &str = "BSKY_CHARTS_";
@@ -121,7 +120,7 @@ impl Default for Log {
 }
 
 /// Command-line flags; each one given overrides every other source.
-#[derive(Debug, Default, clap::Parser, Serialize)]
+#[derive(Debug, Default, clap::Parser)]
 #[command(
     name = "charts",
     version,
@@ -142,73 +141,20 @@ from the stream; --from-seq N drops everything and counts from stream sequence N
 either once: the database remembers a rebuild in progress."
 )]
 pub struct Flags {
-    /// TOML configuration file.
-    #[arg(long, value_name = "FILE")]
-    #[serde(skip)]
-    pub config: Option<PathBuf>,
-    /// NATS server URL [default: nats://127.0.0.1:4222].
-    #[arg(long, value_name = "URL")]
-    #[serde(skip)]
-    pub nats: Option<String>,
-    /// JetStream stream [default: BSKY].
-    #[arg(long, value_name = "NAME")]
-    #[serde(skip)]
-    pub stream: Option<String>,
-    /// Durable consumer name [default: charts].
-    #[arg(long, value_name = "NAME")]
-    #[serde(skip)]
-    pub durable: Option<String>,
-    /// SQLite database [default: charts.db].
-    #[arg(long, value_name = "FILE")]
-    #[serde(skip)]
-    pub db: Option<PathBuf>,
-    /// Address of the page, JSON and /metrics [default: 127.0.0.1:8090].
-    #[arg(long, value_name = "ADDR")]
-    #[serde(skip)]
-    pub listen: Option<String>,
-    /// Rebuild everything from this stream sequence.
-    #[arg(long, value_name = "N")]
-    #[serde(skip)]
-    pub from_seq: Option<u64>,
-    /// Rebuild from this event time's UTC day (2026-07-04 or 2026-07-04T14:00:00Z).
-    #[arg(long, value_name = "TIME")]
-    #[serde(skip)]
-    pub from_time: Option<String>,
-    /// Log format: text or json [default: text].
-    #[arg(long, value_name = "FORMAT")]
-    #[serde(skip)]
-    pub log_format: Option<String>,
+    #[command(flatten)]
+    pub common: kit::config::ConsumerFlags,
 }
 
 impl Config {
     /// Loads defaults < file < environment < flags, then checks the values; also returns
     /// where to start.
     pub fn load(flags: &Flags) -> Result<(Config, Start), ConfigError> {
-        Self::load_from(flags, Sources::env(ENV_PREFIX))
+        Self::load_from(flags, ENV_PREFIX)
     }
 
-    fn load_from(
-        flags: &Flags,
-        env: figment::providers::Env,
-    ) -> Result<(Config, Start), ConfigError> {
-        let given = [
-            flag("nats.url", flags.nats.clone()),
-            flag("consumer.stream", flags.stream.clone()),
-            flag("consumer.durable", flags.durable.clone()),
-            flag("state.path", flags.db.clone()),
-            flag("http.listen", flags.listen.clone()),
-            flag("log.format", flags.log_format.clone()),
-        ];
-        let config: Config = service::config::load(
-            &Config::default(),
-            Sources {
-                file: flags.config.as_deref(),
-                env,
-                flags: given.into_iter().flatten().collect(),
-            },
-        )?;
+    fn load_from(flags: &Flags, env_prefix: &str) -> Result<(Config, Start), ConfigError> {
+        let (config, start): (Config, Start) = flags.common.load(&Config::default(), env_prefix)?;
         config.check()?;
-        let start = Start::from_flags(flags.from_seq, flags.from_time.as_deref())?;
         Ok((config, start))
     }
 
@@ -249,8 +195,8 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn no_env() -> figment::providers::Env {
-        Sources::env("BSKY_CHARTS_TEST_UNUSED_PREFIX_")
+    fn no_env() -> &'static str {
+        "BSKY_CHARTS_TEST_UNUSED_PREFIX_"
     }
 
     #[test]
@@ -267,22 +213,26 @@ mod tests {
         )
         .expect("w");
         let flags = Flags {
-            config: Some(f.path().to_path_buf()),
-            db: Some("/tmp/x.db".into()),
-            from_time: Some("2026-07-04".into()),
-            ..Flags::default()
+            common: kit::config::ConsumerFlags {
+                config: Some(f.path().to_path_buf()),
+                db: Some("/tmp/x.db".into()),
+                from_time: Some("2026-07-04".into()),
+                ..Default::default()
+            },
         };
         let (c, start) = Config::load_from(&flags, no_env()).expect("load");
         assert_eq!((c.consumer.batch, c.http.days), (500, 7));
         assert_eq!(c.upstream.label, UpstreamLabel::Staging);
-        assert_eq!(c.state.path, PathBuf::from("/tmp/x.db"));
+        assert_eq!(c.state.path, std::path::PathBuf::from("/tmp/x.db"));
         assert_eq!(start, Start::FromTime(1_783_123_200_000_000));
 
         let mut f = tempfile::NamedTempFile::new().expect("tmp");
         writeln!(f, "[http]\nlisten = \"x\"\nport = 1").expect("w");
         let flags = Flags {
-            config: Some(f.path().to_path_buf()),
-            ..Flags::default()
+            common: kit::config::ConsumerFlags {
+                config: Some(f.path().to_path_buf()),
+                ..Default::default()
+            },
         };
         let e = Config::load_from(&flags, no_env()).expect_err("unknown key");
         assert!(e.to_string().contains("port"), "{e}");

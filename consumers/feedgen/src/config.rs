@@ -10,10 +10,9 @@
 
 use kit::config::{Consumer, Start, State};
 use serde::{Deserialize, Serialize};
-use service::config::{flag, ConfigError, Sources};
+use service::config::ConfigError;
 use service::telemetry::LogFormat;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 /// Prefix of the environment variables read by `feedgen`.
 pub const ENV_PREFIX: &str = "BSKY_FEEDGEN_";
@@ -205,7 +204,7 @@ impl Default for Identity {
 }
 
 /// Command-line flags; each one given overrides every other source.
-#[derive(Debug, Default, clap::Parser, Serialize)]
+#[derive(Debug, Default, clap::Parser)]
 #[command(
     name = "feedgen",
     version,
@@ -228,73 +227,20 @@ stream; --from-seq N drops the whole index and indexes from stream sequence N. G
 either once: the database remembers a rebuild in progress."
 )]
 pub struct Flags {
-    /// TOML configuration file (the feeds go here).
-    #[arg(long, value_name = "FILE")]
-    #[serde(skip)]
-    pub config: Option<PathBuf>,
-    /// NATS server URL [default: nats://127.0.0.1:4222].
-    #[arg(long, value_name = "URL")]
-    #[serde(skip)]
-    pub nats: Option<String>,
-    /// JetStream stream [default: BSKY].
-    #[arg(long, value_name = "NAME")]
-    #[serde(skip)]
-    pub stream: Option<String>,
-    /// Durable consumer name [default: feedgen].
-    #[arg(long, value_name = "NAME")]
-    #[serde(skip)]
-    pub durable: Option<String>,
-    /// SQLite database [default: feedgen.db].
-    #[arg(long, value_name = "FILE")]
-    #[serde(skip)]
-    pub db: Option<PathBuf>,
-    /// Address of the XRPC endpoints and /metrics [default: 127.0.0.1:8081].
-    #[arg(long, value_name = "ADDR")]
-    #[serde(skip)]
-    pub listen: Option<String>,
-    /// Rebuild the whole index from this stream sequence.
-    #[arg(long, value_name = "N")]
-    #[serde(skip)]
-    pub from_seq: Option<u64>,
-    /// Rebuild from this event time (2026-07-04 or 2026-07-04T14:00:00Z).
-    #[arg(long, value_name = "TIME")]
-    #[serde(skip)]
-    pub from_time: Option<String>,
-    /// Log format: text or json [default: text].
-    #[arg(long, value_name = "FORMAT")]
-    #[serde(skip)]
-    pub log_format: Option<String>,
+    #[command(flatten)]
+    pub common: kit::config::ConsumerFlags,
 }
 
 impl Config {
     /// Loads defaults < file < environment < flags, then checks the values; also returns
     /// where to start.
     pub fn load(flags: &Flags) -> Result<(Config, Start), ConfigError> {
-        Self::load_from(flags, Sources::env(ENV_PREFIX))
+        Self::load_from(flags, ENV_PREFIX)
     }
 
-    fn load_from(
-        flags: &Flags,
-        env: figment::providers::Env,
-    ) -> Result<(Config, Start), ConfigError> {
-        let given = [
-            flag("nats.url", flags.nats.clone()),
-            flag("consumer.stream", flags.stream.clone()),
-            flag("consumer.durable", flags.durable.clone()),
-            flag("state.path", flags.db.clone()),
-            flag("http.listen", flags.listen.clone()),
-            flag("log.format", flags.log_format.clone()),
-        ];
-        let config: Config = service::config::load(
-            &Config::default(),
-            Sources {
-                file: flags.config.as_deref(),
-                env,
-                flags: given.into_iter().flatten().collect(),
-            },
-        )?;
+    fn load_from(flags: &Flags, env_prefix: &str) -> Result<(Config, Start), ConfigError> {
+        let (config, start): (Config, Start) = flags.common.load(&Config::default(), env_prefix)?;
         config.check()?;
-        let start = Start::from_flags(flags.from_seq, flags.from_time.as_deref())?;
         Ok((config, start))
     }
 
@@ -468,16 +414,18 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn no_env() -> figment::providers::Env {
-        Sources::env("BSKY_FEEDGEN_TEST_UNUSED_PREFIX_")
+    fn no_env() -> &'static str {
+        "BSKY_FEEDGEN_TEST_UNUSED_PREFIX_"
     }
 
     fn load(toml: &str) -> Result<(Config, Start), ConfigError> {
         let mut f = tempfile::NamedTempFile::new().expect("tmp");
         f.write_all(toml.as_bytes()).expect("w");
         let flags = Flags {
-            config: Some(f.path().to_path_buf()),
-            ..Flags::default()
+            common: kit::config::ConsumerFlags {
+                config: Some(f.path().to_path_buf()),
+                ..Default::default()
+            },
         };
         Config::load_from(&flags, no_env())
     }

@@ -74,8 +74,10 @@ fn config_with_feeds() -> feedgen::config::Config {
     let path = dir.path().join("feeds.toml");
     std::fs::write(&path, FEEDS).unwrap();
     let flags = feedgen::config::Flags {
-        config: Some(path),
-        ..Default::default()
+        common: kit::config::ConsumerFlags {
+            config: Some(path),
+            ..Default::default()
+        },
     };
     feedgen::config::Config::load(&flags).unwrap().0
 }

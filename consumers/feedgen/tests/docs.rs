@@ -9,8 +9,10 @@ use std::path::Path;
 
 fn load(path: &Path) -> Config {
     let flags = Flags {
-        config: Some(path.to_path_buf()),
-        ..Flags::default()
+        common: kit::config::ConsumerFlags {
+            config: Some(path.to_path_buf()),
+            ..Default::default()
+        },
     };
     Config::load(&flags)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))

@@ -1,12 +1,14 @@
 //! The tables every consumer's configuration embeds: `[consumer]` (which stream, which
 //! durable pull consumer, which subjects, how batches and retries go) and `[state]` (the
-//! SQLite file), plus [`Start`], the rebuild flags `--from-seq` / `--from-time`.
+//! SQLite file), plus [`Start`], the rebuild flags `--from-seq` / `--from-time`, and
+//! [`ConsumerFlags`], the command line every consumer binary shares.
 //!
 //! Each service owns its `Config` (loaded with [`service::config::load`], unknown keys
 //! rejected) and sets its own defaults here: its durable name and subject filters.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use service::config::{duration, ConfigError};
+use service::config::{duration, flag, ConfigError, Sources};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -134,6 +136,68 @@ impl Start {
                 }),
             (None, None) => Ok(Start::Resume),
         }
+    }
+}
+
+/// The flags of every consumer binary; each one given overrides the file and the
+/// environment. A binary flattens them into its own `clap::Parser` (its name and help).
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct ConsumerFlags {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// NATS server URL (nats.url).
+    #[arg(long, value_name = "URL")]
+    pub nats: Option<String>,
+    /// JetStream stream (consumer.stream).
+    #[arg(long, value_name = "NAME")]
+    pub stream: Option<String>,
+    /// Durable consumer name (consumer.durable).
+    #[arg(long, value_name = "NAME")]
+    pub durable: Option<String>,
+    /// SQLite database (state.path).
+    #[arg(long, value_name = "FILE")]
+    pub db: Option<PathBuf>,
+    /// HTTP address of the service and its /metrics (http.listen).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Rebuild everything from this stream sequence.
+    #[arg(long, value_name = "N")]
+    pub from_seq: Option<u64>,
+    /// Rebuild from this event time (2026-07-04 or 2026-07-04T14:00:00Z).
+    #[arg(long, value_name = "TIME")]
+    pub from_time: Option<String>,
+    /// Log format: text or json (log.format).
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+}
+
+impl ConsumerFlags {
+    /// Loads `defaults` < file < environment (`env_prefix`, e.g. `BSKY_CHARTS_`) < these
+    /// flags, and where to start. The caller checks the values.
+    pub fn load<C: Serialize + DeserializeOwned>(
+        &self,
+        defaults: &C,
+        env_prefix: &str,
+    ) -> Result<(C, Start), ConfigError> {
+        let given = [
+            flag("nats.url", self.nats.clone()),
+            flag("consumer.stream", self.stream.clone()),
+            flag("consumer.durable", self.durable.clone()),
+            flag("state.path", self.db.clone()),
+            flag("http.listen", self.listen.clone()),
+            flag("log.format", self.log_format.clone()),
+        ];
+        let config = service::config::load(
+            defaults,
+            Sources {
+                file: self.config.as_deref(),
+                env: Sources::env(env_prefix),
+                flags: given.into_iter().flatten().collect(),
+            },
+        )?;
+        let start = Start::from_flags(self.from_seq, self.from_time.as_deref())?;
+        Ok((config, start))
     }
 }
 
