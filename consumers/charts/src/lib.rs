@@ -54,19 +54,14 @@ pub async fn run(config: Config, start: Start, shutdown: CancellationToken) -> a
         upstream: config.upstream.label,
     });
     let router = web::router(state).merge(service::telemetry::metrics_router(registry));
-    let web_stop = CancellationToken::new();
-    let web_task = tokio::spawn(service::telemetry::serve(
-        listener,
-        router,
-        web_stop.clone(),
-    ));
-
     let opts = kit::Options {
         consumer: config.consumer.clone(),
         state: config.state.clone(),
         start,
     };
-    let result = kit::run(
+    let result = kit::run_serving(
+        listener,
+        router,
         js,
         opts,
         handler::Charts::default(),
@@ -75,12 +70,6 @@ pub async fn run(config: Config, start: Start, shutdown: CancellationToken) -> a
         shutdown,
     )
     .await;
-    web_stop.cancel();
-    match web_task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "web server"),
-        Err(e) => tracing::warn!(error = %e, "web server task"),
-    }
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), client.flush()).await;
     result?;
     info!("stopped");

@@ -85,25 +85,22 @@ pub async fn run(config: Config, start: Start, shutdown: CancellationToken) -> a
         progress: progress_rx,
     });
     let router = web::router(app).merge(service::telemetry::metrics_router(registry));
-    let web_stop = CancellationToken::new();
-    let web_task = tokio::spawn(service::telemetry::serve(
-        listener,
-        router,
-        web_stop.clone(),
-    ));
-
     let opts = kit::Options {
         consumer: config.consumer.clone(),
         state: config.state.clone(),
         start,
     };
-    let result = kit::run(js, opts, handler, kit_metrics, progress, shutdown).await;
-    web_stop.cancel();
-    match web_task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server"),
-        Err(e) => tracing::warn!(error = %e, "HTTP server task"),
-    }
+    let result = kit::run_serving(
+        listener,
+        router,
+        js,
+        opts,
+        handler,
+        kit_metrics,
+        progress,
+        shutdown,
+    )
+    .await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), client.flush()).await;
     result?;
     info!("stopped");

@@ -84,6 +84,36 @@ impl Options {
     }
 }
 
+/// [`run`] beside an HTTP server (`router` on `listener`, e.g. a service's pages and its
+/// `/metrics`): the server stops when the loop does; a failure of the server is logged,
+/// the loop's result is returned.
+#[allow(clippy::too_many_arguments)] // run's own arguments, plus where and what to serve
+pub async fn run_serving<H: Handler>(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    js: async_nats::jetstream::Context,
+    opts: Options,
+    handler: H,
+    metrics: metrics::Metrics,
+    progress: tokio::sync::watch::Sender<Progress>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<(), RunError> {
+    let http_stop = tokio_util::sync::CancellationToken::new();
+    let http = tokio::spawn(service::telemetry::serve(
+        listener,
+        router,
+        http_stop.clone(),
+    ));
+    let result = run(js, opts, handler, metrics, progress, shutdown).await;
+    http_stop.cancel();
+    match http.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server"),
+        Err(e) => tracing::warn!(error = %e, "HTTP server task"),
+    }
+    result
+}
+
 /// Connects to `nats_url` and runs `handler` until SIGINT or SIGTERM: a whole consumer for
 /// a service that needs nothing else (its metrics are kept but not served).
 pub async fn run_with_signals<H: Handler>(
