@@ -64,7 +64,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         return Ok(());
     };
     let client = client?;
-    info!(server = %client.server_info().version, max_payload = client.server_info().max_payload, "connected to NATS");
+    let max_payload = client.server_info().max_payload;
+    info!(server = %client.server_info().version, max_payload, "connected to NATS");
     service::nats::check_max_payload(&client, firehose::MAX_MESSAGE_BYTES)?;
     let js = publish::context(client.clone(), &config.publish);
 
@@ -126,6 +127,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         metrics: metrics.clone(),
         start: start.position,
         last_sequence: start.last_sequence,
+        max_payload,
     };
     let mut publisher = tokio::spawn(publisher.run(rx, cursor_tx, DRAIN_TIMEOUT, shutdown.clone()));
     let saver =

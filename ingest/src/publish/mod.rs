@@ -96,6 +96,9 @@ pub struct Publisher {
     pub start: Position,
     /// The stream's last sequence at start: the first publish expects it.
     pub last_sequence: u64,
+    /// The server's `max_payload`, read once at connect (`server_info()` clones the whole
+    /// INFO, too much for every frame).
+    pub max_payload: usize,
 }
 
 impl Publisher {
@@ -203,7 +206,7 @@ impl Publisher {
     /// was not sent (none, or too large for the server).
     async fn send(&self, w: &mut Window, batch: Batch) -> Result<(), Failure> {
         let relay_seq_text: std::sync::Arc<str> = itoa::Buffer::new().format(batch.seq).into();
-        let max_payload = self.client.server_info().max_payload;
+        let max_payload = self.max_payload;
         let mut result = Ok(());
         let mut ended = false;
         let n = batch.messages.len();
