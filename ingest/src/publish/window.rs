@@ -42,8 +42,16 @@ pub struct Window {
     pub(super) round: u64,
     pub(super) position: Position,
     pub(super) backoff: Duration,
-    pub(super) last_warn: Option<Instant>,
+    /// One warning per few seconds while JetStream fails.
+    pub(super) warn: service::telemetry::RateLimit,
     pub(super) counters: Vec<Option<Counter>>,
+    /// Index in `pending` of the next entry to send in this round: entries before it are
+    /// sent (or need no sending).
+    pub(super) send_at: usize,
+    /// The open fast-ingest batch (batched path only).
+    pub(super) open: Option<super::batch::Open>,
+    /// Batches opened so far: the next batch's number.
+    pub(super) batches: u64,
 }
 
 /// Collection label slots: [`crate::metrics::COLLECTIONS`], then `other`, then `none`.
