@@ -62,12 +62,17 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::warn;
 
 mod ack;
 mod batch;
+mod error;
+mod path;
 mod recover;
 mod window;
+
+pub use error::PublishError;
+pub use path::{choose_path, Path};
 
 use ack::{parse_ack, Ack, Failure, Retry, PERMANENT};
 use batch::{Answer, Op, Open};
@@ -76,63 +81,12 @@ use window::{Outgoing, Pending, Window, BACKOFF_MIN, LABELS};
 /// Header carrying the relay seq of the frame a message came from.
 pub const SEQ_HEADER: &str = "Bsky-Seq";
 
-/// How long a batch waits, with messages unacknowledged (or none sent), before the
-/// publisher ends it: bounds the cursor's delay when the input pauses.
-pub const LINGER: Duration = Duration::from_millis(100);
-
-/// The first nats-server with fast-ingest batches.
-const BATCH_SERVER: (u64, u64) = (2, 14);
-
 /// JetStream's code for "batch publish not enabled on stream".
 const BATCH_DISABLED: u64 = 10205;
 
-/// How messages reach the stream, chosen once at start ([`choose_path`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Path {
-    /// One acknowledged publish per message (any server).
-    PerMessage,
-    /// Fast-ingest batches (nats-server 2.14+, stream `allow_batched`), one flow ack per at
-    /// most `flow` messages.
-    Batched { flow: u16 },
-}
-
-impl Path {
-    /// Whether the stream must allow batches.
-    pub fn batched(self) -> bool {
-        matches!(self, Path::Batched { .. })
-    }
-}
-
-/// The path for this server and configuration; logs the choice and why.
-pub fn choose_path(server_version: &str, cfg: &crate::config::Publish) -> Path {
-    let mut parts = server_version
-        .trim_start_matches('v')
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|p| p.parse::<u64>().unwrap_or(0));
-    let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    let path = if cfg.batch && version >= BATCH_SERVER {
-        Path::Batched {
-            flow: cfg.batch_flow,
-        }
-    } else {
-        Path::PerMessage
-    };
-    match path {
-        Path::Batched { flow } => info!(
-            server = server_version,
-            flow, "publish path: fast-ingest batches (the stream allows them; publish.batch = false for one ack per message)"
-        ),
-        Path::PerMessage if !cfg.batch => info!(
-            server = server_version,
-            "publish path: one ack per message (publish.batch = false)"
-        ),
-        Path::PerMessage => info!(
-            server = server_version,
-            "publish path: one ack per message (fast-ingest batches need nats-server 2.14)"
-        ),
-    }
-    path
-}
+/// How long a batch waits, with messages unacknowledged (or none sent), before the
+/// publisher ends it: bounds the cursor's delay when the input pauses.
+pub const LINGER: Duration = Duration::from_millis(100);
 
 /// The JetStream context for stream management and the benchmark's ceiling publisher:
 /// `ack_timeout` per request, at most the window plus one frame's ops awaiting acks.
@@ -154,56 +108,6 @@ pub fn headers(expected_last: u64, relay_seq: &str) -> HeaderMap {
     );
     h.insert(SEQ_HEADER, relay_seq);
     h
-}
-
-/// Why publishing stopped for good. Each one stops the ingestor (exit non-zero).
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    /// JetStream refuses the message and will go on refusing it.
-    #[error("JetStream refuses to store more ({code}: {description}): raise the limit (account or stream storage, max_msg_size), then restart")]
-    Limits {
-        /// JetStream's error code.
-        code: u64,
-        /// Its description.
-        description: String,
-    },
-    /// The stream stopped taking batches (someone turned `allow_batched` off).
-    #[error("stream {stream} refuses fast-ingest batches ({description}): restart the ingestor (it allows them at start), or set publish.batch = false")]
-    BatchesRefused {
-        /// The stream.
-        stream: String,
-        /// JetStream's description.
-        description: String,
-    },
-    /// The stream ends below what this ingestor stored.
-    #[error("stream {stream} now ends at sequence {last}, below the {stored} this ingestor had stored (deleted, purged to an older state or restored?); restart the ingestor to reconcile with what the stream holds")]
-    WentBack {
-        /// The stream.
-        stream: String,
-        /// Where it ends.
-        last: u64,
-        /// Where this ingestor's stored messages end.
-        stored: u64,
-    },
-    /// The stream ends past everything this ingestor sent.
-    #[error("stream {stream} ends at sequence {last}, past every message this ingestor sent: another writer publishes into it; restart the ingestor to reconcile with what the stream holds")]
-    OtherWriter {
-        /// The stream.
-        stream: String,
-        /// Where it ends.
-        last: u64,
-    },
-    /// The stream holds, where this ingestor's message should be, another one.
-    #[error("stream {stream} holds at sequence {seq} a message this ingestor did not send there (another writer?); restart the ingestor to reconcile with what the stream holds")]
-    Foreign {
-        /// The stream.
-        stream: String,
-        /// The sequence.
-        seq: u64,
-    },
-    /// The client cannot subscribe to its own ack inbox: the connection is gone for good.
-    #[error("cannot subscribe to the publisher's ack inbox")]
-    Subscribe(#[source] async_nats::SubscribeError),
 }
 
 /// Publishes what the relay reader decoded.
