@@ -188,6 +188,7 @@ impl Publisher {
             }
             let room =
                 draining.is_none() && w.pending.len() < self.window && w.bytes < self.window_bytes;
+            // One timer: the oldest unacked publish's deadline, or the open batch's end.
             let deadline = w
                 .pending
                 .iter()
@@ -197,6 +198,10 @@ impl Publisher {
                 .open
                 .as_ref()
                 .and_then(|b| self.end_at(&w, b, draining.is_some()));
+            let wake = match (deadline, end_at) {
+                (Some(d), Some(e)) => Some(d.min(e)),
+                (d, e) => d.or(e),
+            };
             tokio::select! {
                 biased;
                 Some(ack) = acks.next() => {
@@ -213,11 +218,12 @@ impl Publisher {
                         failed = self.pump(&mut w).await.err();
                     }
                 }
-                _ = sleep_until(deadline) => {
-                    failed = Some(Failure::Retry(Retry::Timeout(self.ack_timeout)));
-                }
-                _ = sleep_until(end_at) => {
-                    failed = self.end_batch(&mut w).await.err();
+                _ = sleep_until(wake) => {
+                    if deadline.is_some_and(|d| d <= Instant::now()) {
+                        failed = Some(Failure::Retry(Retry::Timeout(self.ack_timeout)));
+                    } else {
+                        failed = self.end_batch(&mut w).await.err();
+                    }
                 }
                 _ = shutdown.cancelled(), if draining.is_none() => draining = Some(Instant::now()),
                 batch = rx.recv(), if room => match batch {
@@ -261,6 +267,7 @@ impl Publisher {
         let max_payload = self.max_payload;
         let mut ended = false;
         let n = batch.messages.len();
+        let now = Instant::now();
         for (i, m) in batch.messages.into_iter().enumerate() {
             // Headers take well under 128 bytes.
             if m.payload.len() + 128 > max_payload {
@@ -275,7 +282,7 @@ impl Publisher {
                 payload: Bytes::from(m.payload),
                 relay_seq_text: relay_seq_text.clone(),
                 stream_seq: w.next_seq,
-                sent: Instant::now(),
+                sent: now, // set again when sent
                 acked: false,
             };
             w.next_seq += 1;
@@ -323,6 +330,7 @@ impl Publisher {
     /// One publish, unless the open batch must wait (`Ok(false)`); the caller keeps the
     /// message until its ack.
     async fn publish(&self, w: &mut Window, m: &mut Outgoing) -> Result<bool, Failure> {
+        let now = Instant::now();
         let reply = match self.path {
             Path::PerMessage => w.reply(m.stream_seq),
             Path::Batched { flow } => {
@@ -348,11 +356,11 @@ impl Publisher {
                     }));
                 }
                 open.sent = seq;
-                open.last_sent = Instant::now();
+                open.last_sent = now;
                 open.reply(seq, if seq == 1 { Op::Start } else { Op::Append })
             }
         };
-        m.sent = Instant::now();
+        m.sent = now;
         self.client
             .publish_with_reply_and_headers(
                 m.subject.clone(),
