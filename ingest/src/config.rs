@@ -80,9 +80,15 @@ pub struct Publish {
     pub window: usize,
     /// Most payload bytes awaiting their ack at once (bounds memory with big records).
     pub window_bytes: usize,
-    /// How long to wait for one ack before publishing the message again (same id).
+    /// How long to wait for an ack before a recovery round sends the message again.
     #[serde(with = "duration")]
     pub ack_timeout: Duration,
+    /// Publish in fast-ingest batches when the server has them (nats-server 2.14+; the
+    /// stream gets `allow_batched`); false: one acknowledged publish per message.
+    pub batch: bool,
+    /// Batched path: at most this many messages per flow ack (the server may ask for
+    /// fewer); the publisher runs at most two flows ahead of the acks.
+    pub batch_flow: u16,
 }
 
 /// Where the resume cursor is kept: a key in a JetStream KV bucket.
@@ -154,6 +160,8 @@ impl Default for Config {
                 window: 2048,
                 window_bytes: 8 << 20,
                 ack_timeout: Duration::from_secs(5),
+                batch: true,
+                batch_flow: 500,
             },
             cursor: Cursor {
                 bucket: "BSKY_INGEST".into(),
@@ -224,7 +232,7 @@ environment < flags. Settings (file keys):\n\
   [nats]    url, user, password, password_file, token, token_file, creds_file, nkey_seed,\n\
             tls_ca, tls_cert, tls_key, name (credentials may also sit in the URL)\n\
   [stream]  name, max_age, max_bytes, replicas, duplicate_window, compression (s2|none)\n\
-  [publish] window, window_bytes, ack_timeout\n\
+  [publish] window, window_bytes, ack_timeout, batch, batch_flow\n\
   [cursor]  bucket, key, save_interval\n\
   [lease]   ttl\n\
   [metrics] listen (empty = off)\n\
@@ -332,6 +340,9 @@ impl Config {
         }
         if self.stream.duplicate_window.is_zero() {
             return bad("stream.duplicate_window", "must be > 0");
+        }
+        if self.publish.batch_flow == 0 {
+            return bad("publish.batch_flow", "must be > 0");
         }
         if self.publish.window == 0 {
             return bad("publish.window", "must be > 0");

@@ -68,8 +68,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     info!(server = %client.server_info().version, max_payload, "connected to NATS");
     service::nats::check_max_payload(&client, firehose::MAX_MESSAGE_BYTES)?;
     let js = publish::context(client.clone(), &config.publish);
+    let path = publish::choose_path(&client.server_info().version, &config.publish);
 
-    let Some(prepared) = unless_stopped(&shutdown, prepare(&config, &js, &shutdown)).await else {
+    let Some(prepared) = unless_stopped(&shutdown, prepare(&config, &js, path, &shutdown)).await
+    else {
         return Ok(());
     };
     let Prepared {
@@ -121,6 +123,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         client: client.clone(),
         js: js.clone(),
         stream: config.stream.name.clone(),
+        path,
         window: config.publish.window,
         window_bytes: config.publish.window_bytes,
         ack_timeout: config.publish.ack_timeout,
@@ -237,9 +240,10 @@ struct Prepared {
 async fn prepare(
     config: &Config,
     js: &async_nats::jetstream::Context,
+    path: publish::Path,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Option<Prepared>> {
-    let ensured = stream::ensure(js, &config.stream).await?;
+    let ensured = stream::ensure(js, &config.stream, path.batched()).await?;
     let bucket =
         cursor::open_bucket(js, &config.cursor.bucket, ensured.info.config.num_replicas).await?;
     let lease =

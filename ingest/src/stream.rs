@@ -2,7 +2,8 @@
 //!
 //! The ingestor manages a few settings (subjects covering `bsky.>`, file storage, limits
 //! retention, discard old, `max_age`, `max_bytes`, replicas, duplicate window,
-//! compression, direct get) and leaves every other one as the operator set it: placement,
+//! compression, direct get, and `allow_batched` when the publisher uses fast-ingest
+//! batches) and leaves every other one as the operator set it: placement,
 //! extra subjects, metadata, sources, `max_msgs_per_subject`, deny flags, description.
 //! It never lowers `replicas`, and refuses to start on a stream that cannot serve:
 //! memory storage, or subjects that do not cover `bsky.>`.
@@ -92,7 +93,14 @@ pub struct Ensured {
 
 /// Creates the stream, or brings an existing one to the managed settings (see the module
 /// docs); refuses a stream that cannot serve.
-pub async fn ensure(js: &jetstream::Context, cfg: &StreamConfig) -> Result<Ensured, StreamError> {
+///
+/// With `batched`, the stream also gets `allow_batched` (fast-ingest batches, nats-server
+/// 2.14+); without, that setting stays as the operator left it.
+pub async fn ensure(
+    js: &jetstream::Context,
+    cfg: &StreamConfig,
+    batched: bool,
+) -> Result<Ensured, StreamError> {
     let failed = |e: Box<dyn std::error::Error + Send + Sync>| StreamError::JetStream {
         name: cfg.name.clone(),
         source: e,
@@ -112,9 +120,9 @@ pub async fn ensure(js: &jetstream::Context, cfg: &StreamConfig) -> Result<Ensur
     };
     match existing {
         None => {
-            js.create_stream(stream_config(cfg))
-                .await
-                .map_err(|e| failed(e.into()))?;
+            let mut new = stream_config(cfg);
+            new.allow_batch_publish = batched;
+            js.create_stream(new).await.map_err(|e| failed(e.into()))?;
             tracing::info!(stream = %cfg.name, "stream created");
         }
         Some(current) => {
@@ -138,6 +146,7 @@ pub async fn ensure(js: &jetstream::Context, cfg: &StreamConfig) -> Result<Ensur
             }
             let mut wanted = current.clone();
             apply_managed(&mut wanted, cfg);
+            wanted.allow_batch_publish |= batched;
             if current.num_replicas > cfg.replicas {
                 tracing::warn!(
                     stream = %cfg.name,

@@ -1,7 +1,8 @@
 //! A three-node JetStream cluster keeps the data when a server dies: the stream and the
-//! cursor bucket are replicated three times, the stream's leader is SIGKILLed mid-run, the
-//! ingestor rides through the election, and a consumer on a surviving node reads every op
-//! exactly once. The nodes run the shipped users and permissions (`deploy/accounts.conf`).
+//! cursor bucket are replicated three times, the stream's leader is SIGKILLed mid-run
+//! (mid-batch: the ingestor publishes in fast-ingest batches, and a paced relay keeps a
+//! batch open), the ingestor rides through the election, and a consumer on a surviving
+//! node reads every op exactly once and in relay order. The nodes run the shipped users and permissions (`deploy/accounts.conf`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
@@ -22,7 +23,7 @@ async fn killing_the_stream_leader_mid_run_loses_and_repeats_nothing() {
     assert!(expected.len() >= 20_000, "{}", expected.len());
     // Paced (2x of a synthetic 1,000 events/s: ~9 s in all), so the kill lands mid-run.
     let relay = relay(
-        capture,
+        capture.clone(),
         ReplayOptions {
             speed: Speed::Factor(2.0),
             ..Default::default()
@@ -128,4 +129,6 @@ async fn killing_the_stream_leader_mid_run_loses_and_repeats_nothing() {
     let (charts, _) = connect_as(&cluster.url(survivor), "charts").await;
     let stored = read_durable(&jetstream::new(charts), "BSKY", "charts").await;
     assert_exact_stored(&stored, &expected);
+    assert_order_stored(&stored, &capture);
+    PublishPath::Batched.assert_taken(&js, &ingest).await;
 }

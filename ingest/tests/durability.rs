@@ -1,5 +1,5 @@
 //! Crashes, restarts, relay faults and NATS outages: the stream still ends holding every
-//! op exactly once.
+//! op exactly once. The kill -9 test runs on both publish paths.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
@@ -11,6 +11,15 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_points_leaves_each_op_exactly_once() {
+    sigkill_at_random_points(PublishPath::Batched).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_points_leaves_each_op_exactly_once_per_message() {
+    sigkill_at_random_points(PublishPath::PerMessage).await;
+}
+
+async fn sigkill_at_random_points(path: PublishPath) {
     let nats = testkit::NatsServer::start().expect("nats-server");
     let capture = synth(20_000, 11);
     let expected = expected_messages(&capture);
@@ -25,11 +34,17 @@ async fn sigkill_at_random_points_leaves_each_op_exactly_once() {
     )
     .await;
     let js = jetstream(&nats.url()).await;
-    let env = [("BSKY_INGEST_STREAM__DUPLICATE_WINDOW", "1s")];
+    let env = path.with(&[("BSKY_INGEST_STREAM__DUPLICATE_WINDOW", "1s")]);
     let mut rng = schedule_rng();
     let mut kills = 0;
     for round in 0..10 {
-        let mut ingest = Ingest::spawn(&relay_base(&relay), &nats.url(), "kill9", &env, &[]);
+        let mut ingest = Ingest::spawn(
+            &relay_base(&relay),
+            &nats.url(),
+            &path.name("kill9"),
+            &env,
+            &[],
+        );
         tokio::time::sleep(Duration::from_millis(300 + rng.random_range(0..900))).await;
         assert!(
             ingest.alive(),
@@ -49,8 +64,16 @@ async fn sigkill_at_random_points_leaves_each_op_exactly_once() {
         before > 0 && (before as usize) < expected.len(),
         "kills landed mid-run: {before}"
     );
-    let ingest = Ingest::spawn(&relay_base(&relay), &nats.url(), "kill9-final", &env, &[]);
+    let ingest = Ingest::spawn(
+        &relay_base(&relay),
+        &nats.url(),
+        &path.name("kill9-final"),
+        &env,
+        &[],
+    );
     wait_exact(&js, &expected, Duration::from_secs(120), &ingest).await;
+    assert_order(&js, &capture).await;
+    path.assert_taken(&js, &ingest).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

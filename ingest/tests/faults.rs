@@ -1,6 +1,8 @@
-//! NATS stalls, dropped connections, signals during an outage, a second writer, a relay
-//! that answers FutureCursor: every op still stored exactly once, in the documented order,
-//! or the ingestor stops with the reason.
+//! NATS stalls, dropped connections, signals during an outage, a second writer, a stale
+//! writer that wakes up mid-batch, a relay that answers FutureCursor: every op still
+//! stored exactly once, in the documented order, or the ingestor stops with the reason.
+//! The stall, the dropped connection and the lease takeover run on both publish paths
+//! (fast-ingest batches and one ack per message); the others on the default (batches).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
@@ -22,15 +24,30 @@ fn signal_server(nats: &testkit::NatsServer, sig: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stall_longer_than_ack_timeout_and_duplicate_window() {
+    stall(PublishPath::Batched).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_longer_than_ack_timeout_and_duplicate_window_per_message() {
+    stall(PublishPath::PerMessage).await;
+}
+
+async fn stall(path: PublishPath) {
     let nats = testkit::NatsServer::start().expect("nats-server");
     let capture = synth(30_000, 31);
     let expected = expected_messages(&capture);
     let relay = relay(capture.clone(), ReplayOptions::default()).await; // full speed: catch-up
-    let env = [
+    let env = path.with(&[
         ("BSKY_INGEST_PUBLISH__ACK_TIMEOUT", "1s"),
         ("BSKY_INGEST_STREAM__DUPLICATE_WINDOW", "1s"),
-    ];
-    let ingest = Ingest::spawn(&relay_base(&relay), &nats.url(), "stall", &env, &[]);
+    ]);
+    let ingest = Ingest::spawn(
+        &relay_base(&relay),
+        &nats.url(),
+        &path.name("stall"),
+        &env,
+        &[],
+    );
     ingest
         .wait_metric("bsky_ingest_acked_total", 3000.0, Duration::from_secs(60))
         .await;
@@ -45,6 +62,7 @@ async fn a_stall_longer_than_ack_timeout_and_duplicate_window() {
     let js = jetstream(&nats.url()).await;
     wait_exact(&js, &expected, Duration::from_secs(120), &ingest).await;
     assert_order(&js, &capture).await;
+    path.assert_taken(&js, &ingest).await;
     assert!(
         ingest
             .metric("bsky_ingest_publish_recoveries_total")
@@ -56,6 +74,15 @@ async fn a_stall_longer_than_ack_timeout_and_duplicate_window() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_connection_loses_buffered_publishes_but_not_ops() {
+    dropped_connection(PublishPath::Batched).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_connection_loses_buffered_publishes_but_not_ops_per_message() {
+    dropped_connection(PublishPath::PerMessage).await;
+}
+
+async fn dropped_connection(path: PublishPath) {
     let mut nats = testkit::NatsServer::start().expect("nats-server");
     let capture = synth(30_000, 32);
     let expected = expected_messages(&capture);
@@ -63,8 +90,8 @@ async fn a_dropped_connection_loses_buffered_publishes_but_not_ops() {
     let ingest = Ingest::spawn(
         &relay_base(&relay),
         &nats.url(),
-        "drop",
-        &[("BSKY_INGEST_PUBLISH__ACK_TIMEOUT", "1s")],
+        &path.name("drop"),
+        &path.with(&[("BSKY_INGEST_PUBLISH__ACK_TIMEOUT", "1s")]),
         &[],
     );
     for round in 1..=2 {
@@ -81,6 +108,7 @@ async fn a_dropped_connection_loses_buffered_publishes_but_not_ops() {
     let js = jetstream(&nats.url()).await;
     wait_exact(&js, &expected, Duration::from_secs(120), &ingest).await;
     assert_order(&js, &capture).await;
+    path.assert_taken(&js, &ingest).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,6 +155,15 @@ async fn sigterm_while_nats_is_stalled_exits_within_5s_and_resumes_exactly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_ingestor_refuses_and_a_successor_takes_over() {
+    lease_takeover(PublishPath::Batched).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_ingestor_refuses_and_a_successor_takes_over_per_message() {
+    lease_takeover(PublishPath::PerMessage).await;
+}
+
+async fn lease_takeover(path: PublishPath) {
     let nats = testkit::NatsServer::start().expect("nats-server");
     let capture = synth(20_000, 34);
     let expected = expected_messages(&capture);
@@ -138,13 +175,25 @@ async fn a_second_ingestor_refuses_and_a_successor_takes_over() {
         },
     )
     .await;
-    let env = [("BSKY_INGEST_LEASE__TTL", "2s")];
-    let mut first = Ingest::spawn(&relay_base(&relay), &nats.url(), "lease-first", &env, &[]);
+    let env = path.with(&[("BSKY_INGEST_LEASE__TTL", "2s")]);
+    let mut first = Ingest::spawn(
+        &relay_base(&relay),
+        &nats.url(),
+        &path.name("lease-first"),
+        &env,
+        &[],
+    );
     first
         .wait_metric("bsky_ingest_acked_total", 1000.0, Duration::from_secs(60))
         .await;
 
-    let mut second = Ingest::spawn(&relay_base(&relay), &nats.url(), "lease-second", &env, &[]);
+    let mut second = Ingest::spawn(
+        &relay_base(&relay),
+        &nats.url(),
+        &path.name("lease-second"),
+        &env,
+        &[],
+    );
     let status = second.exit_within(Duration::from_secs(10));
     assert!(!status.success());
     let log = second.log_text();
@@ -156,7 +205,7 @@ async fn a_second_ingestor_refuses_and_a_successor_takes_over() {
     let successor = Ingest::spawn(
         &relay_base(&relay),
         &nats.url(),
-        "lease-successor",
+        &path.name("lease-successor"),
         &env,
         &[],
     );
@@ -173,6 +222,80 @@ async fn a_second_ingestor_refuses_and_a_successor_takes_over() {
     let js = jetstream(&nats.url()).await;
     wait_exact(&js, &expected, Duration::from_secs(120), &successor).await;
     assert_order(&js, &capture).await;
+    path.assert_taken(&js, &successor).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_writer_that_wakes_up_mid_batch_lands_nothing() {
+    // Writer A catches up on capture X in fast-ingest batches and is frozen (SIGSTOP)
+    // mid-batch. Writer B takes the lease over and stores capture Y from another relay.
+    // A wakes up (within the server's 10 s batch timeout, so its batch is still open) and
+    // goes on with the batch: not one more message of X may land, and A must stop.
+    let nats = testkit::NatsServer::start().expect("nats-server");
+    let (x, y) = (synth(20_000, 41), synth(5_000, 42));
+    let (expected_x, expected_y) = (expected_messages(&x), expected_messages(&y));
+    assert!(expected_x.keys().all(|k| !expected_y.contains_key(k)));
+    let relay_x = relay(
+        x.clone(),
+        ReplayOptions {
+            speed: Speed::Factor(2.0),
+            ..Default::default()
+        },
+    )
+    .await;
+    let relay_y = relay(y.clone(), ReplayOptions::default()).await;
+    let env = [("BSKY_INGEST_LEASE__TTL", "1s")];
+    let mut a = Ingest::spawn(&relay_base(&relay_x), &nats.url(), "stale-a", &env, &[]);
+    a.wait_metric("bsky_ingest_acked_total", 2000.0, Duration::from_secs(60))
+        .await;
+    a.child.signal("STOP").unwrap();
+    // What A sent before it froze is stored within this second.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let js = jetstream(&nats.url()).await;
+    let at_stop = stream_count(&js, "BSKY").await;
+    assert!((at_stop as usize) < expected_x.len(), "A froze mid-run");
+
+    let b = Ingest::spawn(&relay_base(&relay_y), &nats.url(), "stale-b", &env, &[]);
+    wait_count(&js, "BSKY", at_stop + 1000, Duration::from_secs(30), &b).await;
+    a.child.signal("CONT").unwrap();
+    let status = a.exit_within(Duration::from_secs(20));
+    assert!(!status.success(), "the stale writer must stop");
+    let log = a.log_text();
+    assert!(
+        log.contains("another writer") || log.contains("lost the lease"),
+        "{}",
+        a.log_tail()
+    );
+    // Its first publish after waking was refused by the stream: the fence, not the lease,
+    // kept it out.
+    assert!(log.contains("wrong last sequence"), "{}", a.log_tail());
+
+    wait_count(
+        &js,
+        "BSKY",
+        at_stop + expected_y.len() as u64,
+        Duration::from_secs(60),
+        &b,
+    )
+    .await;
+    let stored = read_all(&js, "BSKY").await;
+    let (from_x, from_y): (Vec<_>, Vec<_>) = stored
+        .into_iter()
+        .partition(|m| expected_x.contains_key(&m.msg_id));
+    assert_eq!(
+        from_x.len() as u64,
+        at_stop,
+        "A landed nothing after it froze"
+    );
+    let ids: std::collections::HashSet<&str> = from_x.iter().map(|m| m.msg_id.as_str()).collect();
+    assert_eq!(ids.len(), from_x.len(), "X stored once");
+    assert!(
+        from_x.last().map(|m| m.stream_seq) < from_y.first().map(|m| m.stream_seq),
+        "X before Y"
+    );
+    assert_exact_stored(&from_y, &expected_y);
+    assert_order_stored(&from_y, &y);
+    PublishPath::Batched.assert_taken(&js, &a).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,7 +24,7 @@ enum Loss {
     Delete,
 }
 
-async fn restart_after(loss: Loss, seed: u64) {
+async fn restart_after(loss: Loss, seed: u64, path: PublishPath) {
     let nats = testkit::NatsServer::start().expect("nats-server");
     let capture = synth(20_000, seed);
     // Paced (~5 s for the whole capture), so events still arrive after the restart.
@@ -36,14 +36,14 @@ async fn restart_after(loss: Loss, seed: u64) {
         },
     )
     .await;
-    let mut env = vec![
+    let mut env = path.with(&[
         ("BSKY_INGEST_CURSOR__SAVE_INTERVAL", "2s"),
         ("BSKY_INGEST_LEASE__TTL", "1s"),
-    ];
+    ]);
     if loss == Loss::Expire {
         env.push(("BSKY_INGEST_STREAM__MAX_AGE", "2s"));
     }
-    let name = format!("{loss:?}").to_lowercase();
+    let name = path.name(&format!("{loss:?}").to_lowercase());
     let mut first = Ingest::spawn(&relay_base(&relay), &nats.url(), &name, &env, &[]);
     first
         .wait_metric("bsky_ingest_acked_total", 4000.0, Duration::from_secs(60))
@@ -118,26 +118,32 @@ async fn restart_after(loss: Loss, seed: u64) {
     for m in &stored {
         assert!(ids.insert(m.msg_id.clone()), "stored twice: {}", m.msg_id);
     }
+    path.assert_taken(&js, &second).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_after_a_purge() {
-    restart_after(Loss::Purge, 21).await;
+    restart_after(Loss::Purge, 21, PublishPath::Batched).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_after_a_purge_per_message() {
+    restart_after(Loss::Purge, 21, PublishPath::PerMessage).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_after_max_age_expired_everything() {
-    restart_after(Loss::Expire, 22).await;
+    restart_after(Loss::Expire, 22, PublishPath::Batched).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_after_the_stream_was_recreated() {
-    restart_after(Loss::Recreate, 23).await;
+    restart_after(Loss::Recreate, 23, PublishPath::Batched).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_after_the_stream_was_deleted() {
-    restart_after(Loss::Delete, 24).await;
+    restart_after(Loss::Delete, 24, PublishPath::Batched).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

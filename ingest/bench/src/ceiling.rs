@@ -2,7 +2,12 @@
 //! the ingestor's window and its acks awaited concurrently and in order, on a fresh
 //! nats-server, timed by the server's own first/last timestamps.
 //!
-//! - **bare**: no headers, no compression, a plain file stream: JetStream's ceiling.
+//! - **store**: core-NATS publishes (no reply subject, so no acks at all) into the bare
+//!   stream, counted when the stream holds them all: what nats-server can store on this
+//!   machine. Paced only by the stream's state, so the server's ingest queue (100,000
+//!   messages) never overflows.
+//! - **bare**: no headers, no compression, a plain file stream, one ack per message:
+//!   JetStream's ceiling for an acknowledged publisher.
 //! - **same configuration**: the ingestor's stream settings (`ingest::stream::stream_config`)
 //!   and exactly its headers (`ingest::publish::headers`): what the publish end could do
 //!   with the ingestor's design, minus the ingestor's own work.
@@ -28,6 +33,7 @@ pub struct Msg {
 /// Which ceiling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    Store,
     Bare,
     SameConfig,
 }
@@ -53,7 +59,7 @@ pub async fn run(kind: Kind, msgs: &[Msg], window: usize) -> anyhow::Result<Ceil
     };
     let js = ingest::publish::context(client.clone(), &publish);
     let cfg = match kind {
-        Kind::Bare => stream::Config {
+        Kind::Store | Kind::Bare => stream::Config {
             name: "BARE".into(),
             subjects: vec![ingest::stream::all_subjects()],
             ..Default::default()
@@ -68,7 +74,10 @@ pub async fn run(kind: Kind, msgs: &[Msg], window: usize) -> anyhow::Result<Ceil
 
     let cpu0 = Cpu::now(None, nats_pid);
     let start = Instant::now();
-    publish_all(&js, msgs, window, kind == Kind::SameConfig).await?;
+    match kind {
+        Kind::Store => publish_no_ack(&client, &mut stream, msgs).await?,
+        _ => publish_all(&js, msgs, window, kind == Kind::SameConfig).await?,
+    }
     let wall = start.elapsed().as_secs_f64();
     let cpu = Cpu::now(None, nats_pid).since(&cpu0);
 
@@ -114,6 +123,52 @@ pub async fn publish_all(
         ack.map_err(|e| anyhow!("ack: {e}"))?;
     }
     Ok(())
+}
+
+/// Publishes `msgs` with core NATS and no reply subject (JetStream stores them and answers
+/// nothing), at most [`AHEAD`] past what the stream holds; returns when it holds them all.
+async fn publish_no_ack(
+    client: &async_nats::Client,
+    stream: &mut jetstream::stream::Stream,
+    msgs: &[Msg],
+) -> anyhow::Result<()> {
+    let n = msgs.len() as u64;
+    let mut stored = 0u64;
+    for (i, m) in msgs.iter().enumerate() {
+        let i = i as u64;
+        while i >= stored + AHEAD {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            stored = stored_now(stream).await?;
+        }
+        client
+            .publish(m.subject.clone(), m.payload.clone())
+            .await
+            .map_err(|e| anyhow!("publish {i}: {e}"))?;
+    }
+    client.flush().await?;
+    let mut last = (Instant::now(), stored);
+    while stored < n {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        stored = stored_now(stream).await?;
+        if stored > last.1 {
+            last = (Instant::now(), stored);
+        } else if last.0.elapsed().as_secs() >= 10 {
+            bail!("the stream holds {stored} of {n} messages and no more come (dropped by the server?)");
+        }
+    }
+    Ok(())
+}
+
+/// Messages sent and not yet stored, at most: well under the stream's ingest queue.
+const AHEAD: u64 = 50_000;
+
+async fn stored_now(stream: &mut jetstream::stream::Stream) -> anyhow::Result<u64> {
+    Ok(stream
+        .info()
+        .await
+        .map_err(|e| anyhow!("stream info: {e}"))?
+        .state
+        .messages)
 }
 
 /// Every message the decoder makes of `capture`, in order, and how many frames or ops it

@@ -4,27 +4,32 @@
 //!
 //! 1. **decoder**: `firehose::decode` over a synthesized capture of `--ops` ops (staging
 //!    synth, fixed seed), single-threaded, in this process: ops/s.
-//! 2. **bare ceiling** ([`ceiling`]): a plain async-nats JetStream publisher sends the
-//!    decoded messages with no headers into an uncompressed file stream: what JetStream
-//!    itself stores on this machine.
-//! 3. **same-configuration ceiling**: the same publisher into the ingestor's stream
+//! 2. **store ceiling** ([`ceiling`]): core-NATS publishes of the decoded messages, no
+//!    reply subject and so no acks at all, into an uncompressed file stream, counted when
+//!    the stream holds them all: what nats-server can store on this machine.
+//! 3. **bare ceiling**: a plain async-nats JetStream publisher sends the same messages with
+//!    no headers into the same kind of stream, one ack per message: JetStream's ceiling
+//!    for an acknowledged publisher.
+//! 4. **same-configuration ceiling**: the same publisher into the ingestor's stream
 //!    configuration with the ingestor's headers.
-//! 4. **ingest** ([`run`]): the staging relay replays the capture at full speed in this
+//! 5. **ingest** ([`run`]): the staging relay replays the capture at full speed in this
 //!    process, and the real release `ingest` binary (a child process) catches up from the
 //!    first frame into a fresh nats-server: ops/s from the first stored message to the
 //!    last, the child's peak RSS (`VmHWM`) and periodic `VmRSS` samples.
-//! 5. **pull consumer**: a durable pull consumer with explicit acks drains the ingestor's
+//! 6. **pull consumer**: a durable pull consumer with explicit acks drains the ingestor's
 //!    stream, acking every message: msgs/s.
 //!
 //! Stored rates use the server's own timestamps of the first and last stored message, the
-//! same clock for every publisher. CPU seconds of each process are printed per phase.
+//! same clock for every publisher. CPU seconds of each process are printed per phase, and
+//! for ingest also per million ops.
 //! Bytes on disk per op are printed for the bare (uncompressed) and the ingestor's (S2 by
 //! default) stores.
 //!
 //! The last line is machine-readable: `ratio=… ingest_ops_s=… ceiling_ops_s=…
 //! ingest_peak_rss_mib=… consumer_msgs_s=… decoder_ops_s=… bare_ceiling_ops_s=…
-//! bare_ratio=…`, where `ratio` is ingest / same-configuration ceiling and `bare_ratio`
-//! ingest / bare ceiling.
+//! store_ceiling_ops_s=… ingest_cpu_s_per_mop=… nats_cpu_s_per_mop=… bare_ratio=…
+//! store_ratio=…`, where `ratio` is ingest / same-configuration ceiling, `bare_ratio`
+//! ingest / bare ceiling and `store_ratio` ingest / store ceiling.
 //!
 //! ```sh
 //! cargo build --release -p ingest -p bench   # the ingest binary must sit next to bench
@@ -66,9 +71,13 @@ pub struct Args {
     /// Pull consumer: max_ack_pending.
     #[arg(long, default_value_t = 20_000)]
     max_ack_pending: i64,
-    /// Skip the two ceilings (for quick A/B runs of ingest binaries).
+    /// Skip the ceilings (for quick A/B runs of ingest binaries).
     #[arg(long)]
     no_ceilings: bool,
+    /// An extra setting for the ingest child, `KEY=VALUE` (repeatable), e.g.
+    /// `BSKY_INGEST_PUBLISH__BATCH=false` for the per-message path.
+    #[arg(long, value_name = "KEY=VALUE")]
+    ingest_env: Vec<String>,
 }
 
 #[tokio::main]
@@ -88,6 +97,14 @@ async fn main() -> anyhow::Result<()> {
             ingest_bin.display()
         );
     }
+    let ingest_env = args
+        .ingest_env
+        .iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => bail!("--ingest-env {kv}: expected KEY=VALUE"),
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("machine: {cores} cores, {}", testkit::process::cpu_model());
     println!(
@@ -95,6 +112,9 @@ async fn main() -> anyhow::Result<()> {
         ingest_bin.display(),
         modified(&ingest_bin)
     );
+    if !ingest_env.is_empty() {
+        println!("ingest settings: {}", args.ingest_env.join(" "));
+    }
 
     let t = Instant::now();
     let capture = ceiling::synth(args.ops, args.seed)?;
@@ -128,6 +148,13 @@ async fn main() -> anyhow::Result<()> {
     let ceilings = if args.no_ceilings {
         None
     } else {
+        let store = ceiling::run(ceiling::Kind::Store, &msgs, args.window)
+            .await
+            .context("store ceiling")?;
+        println!(
+            "store ceiling: {n} msgs stored in {:.2} s: {:.0} msgs/s (client wall {:.0} msgs/s)",
+            store.stored_secs, store.rate, store.client_rate
+        );
         let bare = ceiling::run(ceiling::Kind::Bare, &msgs, args.window)
             .await
             .context("bare ceiling")?;
@@ -142,12 +169,12 @@ async fn main() -> anyhow::Result<()> {
             "same-configuration ceiling: {n} msgs stored in {:.2} s: {:.0} msgs/s (client wall {:.0} msgs/s)",
             same.stored_secs, same.rate, same.client_rate
         );
-        Some((bare, same))
+        Some((store, bare, same))
     };
     drop(msgs);
 
     // --- ingest + consumer -----------------------------------------------------------------
-    let (ing, cons) = run::ingest_and_consume(&ingest_bin, capture, n, &args)
+    let (ing, cons) = run::ingest_and_consume(&ingest_bin, capture, n, &args, &ingest_env)
         .await
         .context("ingest phase")?;
 
@@ -157,7 +184,14 @@ async fn main() -> anyhow::Result<()> {
     println!("|---|---|---|");
     println!("| decoder, 1 thread | {decoder_ops_s:.0} ops/s ({n} msgs in {decode_secs:.2} s) | |");
     let per_op = |bytes: u64| bytes as f64 / n as f64;
-    if let Some((bare, same)) = &ceilings {
+    if let Some((store, bare, same)) = &ceilings {
+        println!(
+            "| store ceiling: core-NATS publishes, no acks, no headers, no compression | {:.0} msgs/s ({:.2} s), {:.0} B/op on disk | {} |",
+            store.rate,
+            store.stored_secs,
+            per_op(store.disk_bytes),
+            store.cpu.fmt()
+        );
         println!(
             "| bare ceiling: no headers, no compression, window {} | {:.0} msgs/s ({:.2} s), {:.0} B/op on disk | {} |",
             args.window,
@@ -181,17 +215,25 @@ async fn main() -> anyhow::Result<()> {
         per_op(ing.disk_bytes),
         ing.cpu.fmt()
     );
-    let (ratio, bare_ratio, ceiling_rate, bare_rate) = match &ceilings {
-        Some((bare, same)) => (
+    let (ratio, bare_ratio, store_ratio, ceiling_rate, bare_rate, store_rate) = match &ceilings {
+        Some((store, bare, same)) => (
             ing.rate / same.rate,
             ing.rate / bare.rate,
+            ing.rate / store.rate,
             same.rate,
             bare.rate,
+            store.rate,
         ),
-        None => (f64::NAN, f64::NAN, f64::NAN, f64::NAN),
+        None => (f64::NAN, f64::NAN, f64::NAN, f64::NAN, f64::NAN, f64::NAN),
     };
+    let per_mop = |secs: Option<f64>| secs.map_or(f64::NAN, |s| s * 1e6 / n as f64);
+    let (ingest_cpu, nats_cpu) = (per_mop(ing.cpu.ingest), per_mop(ing.cpu.nats));
+    println!(
+        "| ingest CPU per million ops: ingest / nats-server | {ingest_cpu:.1} s / {nats_cpu:.1} s | |"
+    );
     println!("| ingest / same-configuration ceiling | {ratio:.2} | |");
     println!("| ingest / bare ceiling | {bare_ratio:.2} | |");
+    println!("| ingest / store ceiling | {store_ratio:.2} | |");
     println!(
         "| ingest peak RSS (VmHWM) | {:.1} MiB (max sampled VmRSS {:.1} MiB, {} samples) | |",
         ing.hwm_kib as f64 / 1024.0,
@@ -208,7 +250,7 @@ async fn main() -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "ratio={ratio:.2} ingest_ops_s={:.0} ceiling_ops_s={ceiling_rate:.0} ingest_peak_rss_mib={:.1} consumer_msgs_s={:.0} decoder_ops_s={decoder_ops_s:.0} bare_ceiling_ops_s={bare_rate:.0} bare_ratio={bare_ratio:.2}",
+        "ratio={ratio:.2} ingest_ops_s={:.0} ceiling_ops_s={ceiling_rate:.0} ingest_peak_rss_mib={:.1} consumer_msgs_s={:.0} decoder_ops_s={decoder_ops_s:.0} bare_ceiling_ops_s={bare_rate:.0} store_ceiling_ops_s={store_rate:.0} ingest_cpu_s_per_mop={ingest_cpu:.1} nats_cpu_s_per_mop={nats_cpu:.1} bare_ratio={bare_ratio:.2} store_ratio={store_ratio:.2}",
         ing.rate,
         ing.hwm_kib as f64 / 1024.0,
         cons.rate

@@ -43,6 +43,7 @@ pub async fn ingest_and_consume(
     capture: Arc<Capture>,
     n: u64,
     args: &Args,
+    env: &[(String, String)],
 ) -> anyhow::Result<(Ingested, Consumed)> {
     let nats = testkit::NatsServer::start().context("starting nats-server")?;
     let nats_pid = nats.pid();
@@ -65,6 +66,7 @@ pub async fn ingest_and_consume(
             .env("BSKY_INGEST_LOG__PROGRESS_INTERVAL", "0s")
             .env("BSKY_INGEST_PUBLISH__WINDOW", args.window.to_string())
             .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file)

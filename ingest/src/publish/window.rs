@@ -1,4 +1,5 @@
-//! The window: messages sent and awaiting their acks, in stream-sequence order.
+//! The window: messages awaiting their acks (sent, or on the batched path waiting for the
+//! flow to let them go), in stream-sequence order.
 
 use crate::cursor::Position;
 use crate::metrics::{Metrics, OpLabel};
@@ -21,6 +22,7 @@ pub struct Outgoing {
     pub(super) relay_seq_text: std::sync::Arc<str>,
     /// The stream sequence it gets.
     pub(super) stream_seq: u64,
+    /// When it was last sent (until then, when it entered the window).
     pub(super) sent: Instant,
     pub(super) acked: bool,
     /// `ops{action, collection}`, counted when the ack arrives.
@@ -32,18 +34,26 @@ pub struct Window {
     pub(super) pending: VecDeque<Pending>,
     /// Payload bytes in `pending`.
     pub(super) bytes: usize,
-    /// Messages sent and not acked.
+    /// Messages in `pending` not acked (sent or not yet).
     pub(super) unacked: usize,
     /// The stream sequence the next new message gets.
     pub(super) next_seq: u64,
-    /// Reply subjects are `<inbox>.<round>.<stream seq>`: acks of an earlier round are
-    /// ignored.
+    /// Reply subjects are `<inbox>.<round>.<stream seq>` per message (acks of an earlier
+    /// round are ignored), or a batch's (`batch.rs`) under the same inbox.
     pub(super) inbox: String,
     pub(super) round: u64,
     pub(super) position: Position,
     pub(super) backoff: Duration,
-    pub(super) last_warn: Option<Instant>,
+    /// One warning per few seconds while JetStream fails.
+    pub(super) warn: service::telemetry::RateLimit,
     pub(super) counters: Vec<Option<Counter>>,
+    /// Index in `pending` of the next entry to send in this round: entries before it are
+    /// sent (or need no sending).
+    pub(super) send_at: usize,
+    /// The open fast-ingest batch (batched path only).
+    pub(super) open: Option<super::batch::Open>,
+    /// Batches opened so far: the next batch's number.
+    pub(super) batches: u64,
 }
 
 /// Collection label slots: [`crate::metrics::COLLECTIONS`], then `other`, then `none`.

@@ -41,6 +41,66 @@ pub fn schedule_rng() -> SmallRng {
     SmallRng::seed_from_u64(seed)
 }
 
+/// The two publish paths a fault test can run on (see `ingest::publish`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishPath {
+    /// Fast-ingest batches: the default on nats-server 2.14.
+    Batched,
+    /// One ack per message (`publish.batch = false`): the stream is left without
+    /// `allow_batched`, as on a server or stream that does not allow batches.
+    PerMessage,
+}
+
+impl PublishPath {
+    /// The settings that choose this path.
+    pub fn env(self) -> Vec<(&'static str, &'static str)> {
+        match self {
+            PublishPath::Batched => vec![],
+            PublishPath::PerMessage => vec![("BSKY_INGEST_PUBLISH__BATCH", "false")],
+        }
+    }
+
+    /// `base` plus the settings that choose this path.
+    pub fn with<'a>(self, base: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut env = base.to_vec();
+        env.extend(self.env());
+        env
+    }
+
+    /// A log file name for a test on this path.
+    pub fn name(self, test: &str) -> String {
+        match self {
+            PublishPath::Batched => format!("{test}-batched"),
+            PublishPath::PerMessage => format!("{test}-per-message"),
+        }
+    }
+
+    /// Checks that the ingestor took this path: its log says so, and the stream allows
+    /// batches exactly when it does.
+    pub async fn assert_taken(self, js: &jetstream::Context, ingest: &Ingest) {
+        let log = ingest.log_text();
+        let said = match self {
+            PublishPath::Batched => "publish path: fast-ingest batches",
+            PublishPath::PerMessage => "publish path: one ack per message",
+        };
+        assert!(
+            log.contains(said),
+            "{said:?} not in the log\n{}",
+            ingest.log_tail()
+        );
+        let allowed = js
+            .get_stream("BSKY")
+            .await
+            .expect("BSKY")
+            .info()
+            .await
+            .expect("info")
+            .config
+            .allow_batch_publish;
+        assert_eq!(allowed, self == PublishPath::Batched, "allow_batched");
+    }
+}
+
 /// The `ingest` binary as a child process; killed on drop.
 pub struct Ingest {
     pub child: ChildGuard,
@@ -339,8 +399,12 @@ pub fn expected_order(c: &Capture) -> HashMap<String, (i64, usize)> {
 
 /// The stream is in relay order, and a commit's ops in op order (subjects.md, "Order").
 pub async fn assert_order(js: &jetstream::Context, c: &Capture) {
+    assert_order_stored(&read_all(js, "BSKY").await, c);
+}
+
+/// `stored` is in relay order, and a commit's ops in op order (subjects.md, "Order").
+pub fn assert_order_stored(stored: &[Stored], c: &Capture) {
     let order = expected_order(c);
-    let stored = read_all(js, "BSKY").await;
     let places: Vec<(i64, usize)> = stored
         .iter()
         .map(|m| *order.get(&m.msg_id).expect("a message of the capture"))
@@ -354,7 +418,7 @@ pub async fn assert_order(js: &jetstream::Context, c: &Capture) {
             w[1]
         );
     }
-    for m in &stored {
+    for m in stored {
         assert_eq!(order[&m.msg_id].0, m.relay_seq, "Bsky-Seq of {}", m.msg_id);
     }
 }
