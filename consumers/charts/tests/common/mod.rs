@@ -23,7 +23,6 @@ pub fn config(nats_url: &str, db: &Path, durable: &str) -> Config {
     c.consumer.durable = durable.into();
     c.consumer.status_interval = Duration::from_millis(200);
     c.http.listen = format!("127.0.0.1:{}", testkit::free_port().unwrap());
-    c.http.days = 31;
     c
 }
 
@@ -84,7 +83,7 @@ pub async fn wait_caught_up(
 /// Every figure in the database.
 pub fn tables(db: &Path) -> Window {
     let conn = kit::state::open_reader(db).unwrap();
-    query::window_between(&conn, 0, 4_000_000_000).unwrap()
+    query::between(&conn, 0, 4_000_000_000, true).unwrap()
 }
 
 /// Waits until the ingestor stopped adding to the stream; its last sequence.
