@@ -110,3 +110,57 @@ pub fn two_days() -> (
 ) {
     kit::testing::synth(50_000, 20261128, 1_783_195_200_000_000, 1.0).unwrap()
 }
+
+/// A stream like the ingestor's on `nats`, to publish contract payloads into by hand.
+pub async fn own_stream(nats: &testkit::NatsServer) -> async_nats::jetstream::Context {
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    js.create_stream(ingest::stream::stream_config(
+        &ingest::config::Config::default().stream,
+    ))
+    .await
+    .unwrap();
+    js
+}
+
+/// One commit create to publish by hand.
+pub struct Op {
+    pub did: String,
+    pub time_us: i64,
+    pub collection: &'static str,
+    /// The post's `langs`, for posts.
+    pub langs: Vec<&'static str>,
+}
+
+/// Publishes `ops` in order (acks awaited together); the stream's last sequence.
+pub async fn publish(js: &async_nats::jetstream::Context, ops: &[Op]) -> u64 {
+    let mut acks = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        let body = kit::testing::commit_json(
+            &op.did,
+            op.time_us,
+            op.collection,
+            "create",
+            &format!("k{i}"),
+        );
+        let mut v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if !op.langs.is_empty() {
+            v["commit"]["record"]["langs"] = op.langs.clone().into();
+        }
+        let subject = format!("bsky.{}", op.collection);
+        acks.push(js.publish(subject, v.to_string().into()).await.unwrap());
+    }
+    let mut last = 0;
+    for a in acks {
+        last = a.await.unwrap().sequence;
+    }
+    last
+}
+
+/// Midnight UTC (µs) `days` days before today's.
+pub fn days_ago(days: i64) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    (now / 86_400 - days) * 86_400_000_000
+}
