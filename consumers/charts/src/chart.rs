@@ -50,6 +50,8 @@ type Chart<'a> = ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, Ra
 /// Lines, one per series, over the x positions named by `labels`.
 pub fn lines(title: &str, labels: &[String], series: &[Series<'_>]) -> Result<String, ChartError> {
     let max = series.iter().flat_map(|s| s.values.iter()).copied().max();
+    // Room above the lines for the legend, when there is one.
+    let max = max.map(|m| if series.len() > 1 { m + m / 3 + 1 } else { m });
     draw(title, labels, max, |chart, dots| {
         for s in series {
             let color = RGBColor(s.color.0, s.color.1, s.color.2);
@@ -70,7 +72,7 @@ pub fn lines(title: &str, labels: &[String], series: &[Series<'_>]) -> Result<St
         if series.len() > 1 {
             chart
                 .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
+                .position(SeriesLabelPosition::UpperRight)
                 .background_style(WHITE.mix(0.8))
                 .border_style(BLACK.mix(0.3))
                 .draw()?;
@@ -161,6 +163,7 @@ fn draw(
             .x_labels(8.min(n))
             .x_label_formatter(&x_label)
             .y_labels(6)
+            .light_line_style(RGBColor(0xf2, 0xf2, 0xf2))
             .draw()
             .map_err(fail)?;
         body(&mut chart, &mut dots).map_err(fail)?;
