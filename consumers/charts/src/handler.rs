@@ -230,7 +230,14 @@ impl Handler for Charts {
     const POISON_REASONS: &'static [&'static str] = &["bad_record"];
 
     fn init(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
-        tx.execute_batch(SCHEMA)
+        tx.execute_batch(SCHEMA)?;
+        // A database from before `day_newest`: its newest event time per day, to the
+        // hour, from the hourly figures (exact again once the day is rebuilt).
+        tx.execute_batch(
+            "INSERT INTO day_newest (day, newest_us)
+             SELECT hour / 86400 * 86400, MAX(hour) * 1000000 FROM hourly
+             WHERE NOT EXISTS (SELECT 1 FROM day_newest) GROUP BY hour / 86400",
+        )
     }
 
     fn clock_skew_bound(&self) -> Option<i64> {
