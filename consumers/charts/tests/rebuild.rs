@@ -122,3 +122,30 @@ async fn seek_by_storage_time_finds_the_first_message_stored_at_or_after() {
     assert_eq!(at(us(sixth) + 10_000_000).await.unwrap(), None);
     nats.stop();
 }
+
+#[tokio::test]
+async fn a_rebuild_the_stream_can_no_longer_serve_is_refused_in_rfc3339() {
+    let mut nats = testkit::NatsServer::start().unwrap();
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let mut cfg = ingest::stream::stream_config(&ingest::config::Config::default().stream);
+    cfg.max_messages = 100; // retention drops the first 200
+    js.create_stream(cfg).await.unwrap();
+    publish(&js, 0..300).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::config(&nats.url(), &dir.path().join("charts.db"), "charts");
+    let from = T0 + DAY_US + 3_600_000_000; // widened to the day: 2026-07-05T00:00:00Z
+    let e = charts::run(
+        cfg,
+        kit::Start::FromTime(from),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect_err("refused");
+    let text = format!("{e:#}");
+    assert!(
+        text.contains("from 2026-07-05T00:00:00Z") && text.contains("from 2026-07-04T23:50:00Z on"),
+        "{text}"
+    );
+    assert!(!text.contains("µs"), "{text}");
+    nats.stop();
+}
