@@ -188,7 +188,7 @@ impl Charts {
 
     /// Why an event dated `time_us` and stored at `stored_us` is kept out of the charts
     /// (an index in [`SKIP_REASONS`]), and the day it is counted under.
-    fn insane(&self, time_us: i64, stored_us: i64) -> Option<(usize, i64)> {
+    fn kept_out(&self, time_us: i64, stored_us: i64) -> Option<(usize, i64)> {
         let day_of = |us: i64| us.div_euclid(1_000_000).div_euclid(DAY_S) * DAY_S;
         let bound = stored_us.saturating_add(self.clock.future_skew_us);
         if time_us > bound {
@@ -274,7 +274,7 @@ impl Handler for Charts {
             return Ok(()); // identity, account, sync: not charted
         };
         let stored_us = i64::try_from(msg.stored_ns / 1000).unwrap_or(i64::MAX);
-        if let Some((reason, day)) = self.insane(msg.event.time_us, stored_us) {
+        if let Some((reason, day)) = self.kept_out(msg.event.time_us, stored_us) {
             *self.skipped.entry((day, reason)).or_default() += 1;
             return Ok(());
         }
@@ -381,17 +381,17 @@ mod tests {
         let c = Charts::new(Clock::default(), SkipMetrics::default());
         let stored = 1_783_175_887_000_000; // 2026-07-04T14:38:07Z
         let skew = Clock::default().future_skew_us;
-        assert_eq!(c.insane(stored + skew, stored), None, "at the bound");
+        assert_eq!(c.kept_out(stored + skew, stored), None, "at the bound");
         assert_eq!(
-            c.insane(stored + skew + 1, stored),
+            c.kept_out(stored + skew + 1, stored),
             Some((0, 1_783_123_200)),
             "future: counted under the day of storage time + bound"
         );
-        assert_eq!(c.insane(stored - 86_400_000_000 * 300, stored), None);
+        assert_eq!(c.kept_out(stored - 86_400_000_000 * 300, stored), None);
         let old = 1_546_300_800_000_000; // 2019-01-01
-        assert_eq!(c.insane(old, stored), Some((1, 1_546_300_800)));
+        assert_eq!(c.kept_out(old, stored), Some((1, 1_546_300_800)));
         assert_eq!(
-            c.insane(Clock::default().floor_us, stored),
+            c.kept_out(Clock::default().floor_us, stored),
             None,
             "at the floor"
         );
