@@ -4,6 +4,8 @@
 //! ```sh
 //! cargo build --release -p charts -p consumer-bench
 //! target/release/consumer-bench charts --ops 500000
+//! target/release/consumer-bench charts-dau --dids 3000000
+//! target/release/consumer-bench charts-page --days 400
 //! cargo build --release -p gateway -p consumer-bench
 //! target/release/consumer-bench gateway --ops 500000 --clients 1,10,100
 //! cargo build --release -p feedgen -p consumer-bench
@@ -41,6 +43,28 @@ enum What {
         /// Messages per pull / per SQLite transaction.
         #[arg(long, default_value_t = 1000)]
         batch: usize,
+    },
+    /// The charts consumer on one UTC day of `dids` distinct DIDs: msgs/s, peak RSS and
+    /// exact DAU, against a plain pull consumer.
+    ChartsDau {
+        /// Distinct DIDs in the day.
+        #[arg(long, default_value_t = 3_000_000)]
+        dids: u64,
+        /// Messages per pull / per SQLite transaction.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+    },
+    /// The charts page: `GET /` of every range over `days` days of figures, timed.
+    ChartsPage {
+        /// UTC days of data.
+        #[arg(long, default_value_t = 400)]
+        days: u64,
+        /// Likes per hour.
+        #[arg(long, default_value_t = 4)]
+        per_hour: u64,
+        /// Timed requests per range.
+        #[arg(long, default_value_t = 30)]
+        requests: usize,
     },
     /// The feed generator (real binary, real SQLite writes) on the post subject, with
     /// getFeedSkeleton asked in a loop meanwhile.
@@ -84,6 +108,12 @@ enum What {
 async fn main() -> anyhow::Result<()> {
     match Args::parse().what {
         What::Charts { ops, seed, batch } => charts::charts(ops, seed, batch).await,
+        What::ChartsDau { dids, batch } => charts::dau(dids, batch).await,
+        What::ChartsPage {
+            days,
+            per_hour,
+            requests,
+        } => charts::page(days, per_hour, requests).await,
         What::Feedgen {
             ops,
             seed,

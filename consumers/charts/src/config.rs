@@ -26,6 +26,8 @@ pub struct Config {
     pub http: Http,
     /// What feeds the stream, as the page tells its readers.
     pub upstream: Upstream,
+    /// Which event times are believed (see [`crate::handler`]).
+    pub clock: ClockBounds,
     /// Logging.
     pub log: Log,
 }
@@ -36,8 +38,9 @@ pub struct Config {
 pub struct Http {
     /// Address of the page, the JSON API and `/metrics` (host:port).
     pub listen: String,
-    /// Days shown when the request does not say (`?days=N`, at most 31).
-    pub days: u32,
+    /// Range shown when the request does not say (`?range=`): `2d` (hourly), `30d`, `1y`
+    /// or `all` (daily).
+    pub range: crate::query::Range,
 }
 
 /// The `[upstream]` table.
@@ -65,6 +68,48 @@ impl Default for Upstream {
         Upstream {
             label: UpstreamLabel::Live,
         }
+    }
+}
+
+/// The `[clock]` table: events whose time cannot be right are counted, not charted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClockBounds {
+    /// An event dated more than this ahead of the moment JetStream stored it is skipped
+    /// and counted under `future`. Also bounds how early a `--from-time` rebuild reads.
+    #[serde(with = "service::config::duration")]
+    pub future_skew: std::time::Duration,
+    /// Events dated before this (a date or an RFC 3339 time, UTC) are skipped and counted
+    /// under `too_old`.
+    pub floor: String,
+}
+
+impl Default for ClockBounds {
+    fn default() -> Self {
+        ClockBounds {
+            future_skew: std::time::Duration::from_secs(600),
+            floor: "2023-01-01".into(),
+        }
+    }
+}
+
+impl ClockBounds {
+    /// The bounds in µs; the message names the key.
+    pub fn parse(&self) -> Result<crate::handler::Clock, ConfigError> {
+        let future_skew_us = i64::try_from(self.future_skew.as_micros())
+            .ok()
+            .filter(|s| *s <= 366 * 86_400_000_000)
+            .ok_or_else(|| ConfigError::key("clock.future_skew", "must be at most a year"))?;
+        let floor_us = kit::config::parse_time(&self.floor).ok_or_else(|| {
+            ConfigError::key(
+                "clock.floor",
+                "must be a date like 2023-01-01 or a UTC time like 2023-01-01T00:00:00Z",
+            )
+        })?;
+        Ok(crate::handler::Clock {
+            future_skew_us,
+            floor_us,
+        })
     }
 }
 
@@ -97,6 +142,7 @@ impl Default for Config {
             },
             http: Http::default(),
             upstream: Upstream::default(),
+            clock: ClockBounds::default(),
             log: Log::default(),
         }
     }
@@ -106,7 +152,7 @@ impl Default for Http {
     fn default() -> Self {
         Http {
             listen: "127.0.0.1:8090".into(),
-            days: 2,
+            range: crate::query::Range::TwoDays,
         }
     }
 }
@@ -133,8 +179,10 @@ environment < flags. Settings (file keys):\n\
   [consumer] stream, durable, subjects, batch, linger, max_ack_pending, ack_wait,\n\
              retry_min, retry_max, seek_margin, status_interval\n\
   [state]    path, synchronous (full|normal), cache_mib\n\
-  [http]     listen, days\n\
+  [http]     listen, range (2d|30d|1y|all: the default view)\n\
   [upstream] label (live|staging: the page marks staging data)\n\
+  [clock]    future_skew (e.g. 10m), floor (e.g. 2023-01-01): events dated past either\n\
+             are counted, not charted\n\
   [log]      format (text|json)\n\
 Rebuild: --from-time T drops the figures of the UTC days from T's on and counts them again\n\
 from the stream; --from-seq N drops everything and counts from stream sequence N. Give\n\
@@ -167,9 +215,7 @@ impl Config {
                 "must be host:port, e.g. 127.0.0.1:8090",
             ));
         }
-        if !(1..=crate::web::MAX_DAYS).contains(&self.http.days) {
-            return Err(ConfigError::key("http.days", "must be 1 to 31"));
-        }
+        self.clock.parse()?;
         if self.state.path.as_os_str().is_empty() {
             return Err(ConfigError::key("state.path", "must not be empty"));
         }
@@ -209,7 +255,7 @@ mod tests {
         let mut f = tempfile::NamedTempFile::new().expect("tmp");
         writeln!(
             f,
-            "[consumer]\nbatch = 500\n[http]\ndays = 7\n[upstream]\nlabel = \"staging\""
+            "[consumer]\nbatch = 500\n[http]\nrange = \"1y\"\n[upstream]\nlabel = \"staging\""
         )
         .expect("w");
         let flags = Flags {
@@ -221,7 +267,10 @@ mod tests {
             },
         };
         let (c, start) = Config::load_from(&flags, no_env()).expect("load");
-        assert_eq!((c.consumer.batch, c.http.days), (500, 7));
+        assert_eq!(
+            (c.consumer.batch, c.http.range),
+            (500, crate::query::Range::Year)
+        );
         assert_eq!(c.upstream.label, UpstreamLabel::Staging);
         assert_eq!(c.state.path, std::path::PathBuf::from("/tmp/x.db"));
         assert_eq!(start, Start::FromTime(1_783_123_200_000_000));

@@ -14,11 +14,29 @@
 //!
 //! Counts are aggregated in memory during a batch and written in [`Handler::flush`], in
 //! the batch's transaction; a rollback forgets them.
+//!
+//! **Clock sanity.** An event's time comes from its host's clock, which can be wrong. A
+//! commit dated more than `clock.future_skew` (default 10 min) ahead of the moment
+//! JetStream stored it is *skipped* and counted under `future`; one dated before
+//! `clock.floor` (default 2023-01-01) is skipped and counted under `too_old`
+//! (`clock_skipped`, `bsky_charts_clock_skipped_events_total`, `/api/status`). The clock
+//! is the storage time, not the clock of the moment charts applies the message: the two
+//! agree for a live run, and only storage time gives a catch-up, a live run and a
+//! rebuild the same tables. Skipping rather than placing the event at its storage time:
+//! its real time is unknown, and a guess would add a lone spike at the hour it arrived;
+//! skipped events are few and counted. The skew bound is also what makes a `--from-time`
+//! rebuild exact ([`Handler::clock_skew_bound`]): every charted event dated in the rebuilt
+//! days was stored at most `future_skew` before them. A `future` event is counted under
+//! the day of its storage time plus the bound, so a rebuild re-counts exactly those it
+//! reads again.
 
 use crate::users::{Users, DAY_S};
 use kit::event::Operation;
 use kit::rusqlite::{self, Transaction};
 use kit::{HandleError, Handler, Msg, Rebuild};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::{counter::Counter, family::Family};
+use prometheus_client::registry::Registry;
 use std::collections::{BTreeMap, HashMap};
 
 /// The hourly figures, in column order.
@@ -54,7 +72,61 @@ CREATE TABLE IF NOT EXISTS daily_user (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS langs (
     day INTEGER NOT NULL, lang TEXT NOT NULL, posts INTEGER NOT NULL, PRIMARY KEY (day, lang)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS day_newest (     -- newest charted event time (µs) of each day
+    day INTEGER PRIMARY KEY, newest_us INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS clock_skipped (  -- events kept out of the charts, by reason
+    day INTEGER NOT NULL, reason TEXT NOT NULL, events INTEGER NOT NULL,
+    PRIMARY KEY (day, reason)
 ) WITHOUT ROWID;";
+
+/// Why an event is kept out of the charts (metric label, `clock_skipped.reason`).
+pub const SKIP_REASONS: [&str; 2] = ["future", "too_old"];
+
+/// The clock-sanity bounds, in µs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clock {
+    /// How far ahead of its storage time an event may be dated.
+    pub future_skew_us: i64,
+    /// Events dated before this are too old to be real.
+    pub floor_us: i64,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock {
+            future_skew_us: 600_000_000,
+            floor_us: 1_672_531_200_000_000, // 2023-01-01T00:00:00Z
+        }
+    }
+}
+
+/// `bsky_charts_clock_skipped_events_total{reason}`, registered at zero.
+#[derive(Clone, Default)]
+pub struct SkipMetrics(Family<ReasonLabel, Counter>);
+
+/// The label of [`SkipMetrics`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    reason: &'static str,
+}
+
+impl SkipMetrics {
+    /// Registers the counter with every reason at zero.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = SkipMetrics::default();
+        registry.register(
+            "clock_skipped_events",
+            "Commits kept out of the charts because their time cannot be right (future: dated past the skew bound after their storage time; too_old: before the floor)",
+            m.0.clone(),
+        );
+        for reason in SKIP_REASONS {
+            m.0.get_or_create(&ReasonLabel { reason }).inc_by(0);
+        }
+        m
+    }
+}
 
 /// The figure a commit op adds to, if any.
 fn figure(op: Operation, collection: &str) -> Option<usize> {
@@ -92,12 +164,42 @@ struct Post {
 /// The charts handler.
 #[derive(Default)]
 pub struct Charts {
+    clock: Clock,
+    metrics: SkipMetrics,
     hours: BTreeMap<i64, [i64; 8]>,
     langs: HashMap<(i64, String), i64>,
+    newest: HashMap<i64, i64>,
+    /// Skipped events of the batch: (day, reason index) → events.
+    skipped: HashMap<(i64, usize), i64>,
+    /// The same, written and waiting for the commit to reach the metric.
+    skipped_flushed: [u64; 2],
     users: Users,
 }
 
 impl Charts {
+    /// A handler with these bounds, counting skipped events in `metrics`.
+    pub fn new(clock: Clock, metrics: SkipMetrics) -> Self {
+        Charts {
+            clock,
+            metrics,
+            ..Charts::default()
+        }
+    }
+
+    /// Why an event dated `time_us` and stored at `stored_us` is kept out of the charts
+    /// (an index in [`SKIP_REASONS`]), and the day it is counted under.
+    fn kept_out(&self, time_us: i64, stored_us: i64) -> Option<(usize, i64)> {
+        let day_of = |us: i64| us.div_euclid(1_000_000).div_euclid(DAY_S) * DAY_S;
+        let bound = stored_us.saturating_add(self.clock.future_skew_us);
+        if time_us > bound {
+            Some((0, day_of(bound)))
+        } else if time_us < self.clock.floor_us {
+            Some((1, day_of(time_us)))
+        } else {
+            None
+        }
+    }
+
     /// The post's languages (deduplicated), or poison if the record is not an object.
     fn post_langs(msg: &Msg<'_>) -> Result<Vec<String>, HandleError> {
         let Some(record) = msg.event.commit().and_then(|c| c.record_as::<Post>()) else {
@@ -128,7 +230,18 @@ impl Handler for Charts {
     const POISON_REASONS: &'static [&'static str] = &["bad_record"];
 
     fn init(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
-        tx.execute_batch(SCHEMA)
+        tx.execute_batch(SCHEMA)?;
+        // A database from before `day_newest`: its newest event time per day, to the
+        // hour, from the hourly figures (exact again once the day is rebuilt).
+        tx.execute_batch(
+            "INSERT INTO day_newest (day, newest_us)
+             SELECT hour / 86400 * 86400, MAX(hour) * 1000000 FROM hourly
+             WHERE NOT EXISTS (SELECT 1 FROM day_newest) GROUP BY hour / 86400",
+        )
+    }
+
+    fn clock_skew_bound(&self) -> Option<i64> {
+        Some(self.clock.future_skew_us)
     }
 
     fn rebuild_from(&self, t: i64) -> i64 {
@@ -142,7 +255,13 @@ impl Handler for Charts {
             Rebuild::All => i64::MIN,
             Rebuild::Since(t) => t.div_euclid(1_000_000),
         };
-        for table in ["daily", "daily_user", "langs"] {
+        for table in [
+            "daily",
+            "daily_user",
+            "langs",
+            "day_newest",
+            "clock_skipped",
+        ] {
             tx.execute(&format!("DELETE FROM {table} WHERE day >= ?1"), [from_s])?;
         }
         tx.execute("DELETE FROM hourly WHERE hour >= ?1", [from_s])?;
@@ -154,8 +273,15 @@ impl Handler for Charts {
         let Some(commit) = msg.event.commit() else {
             return Ok(()); // identity, account, sync: not charted
         };
+        let stored_us = i64::try_from(msg.stored_ns / 1000).unwrap_or(i64::MAX);
+        if let Some((reason, day)) = self.kept_out(msg.event.time_us, stored_us) {
+            *self.skipped.entry((day, reason)).or_default() += 1;
+            return Ok(());
+        }
         let secs = msg.event.time_us.div_euclid(1_000_000);
         let day = secs.div_euclid(DAY_S) * DAY_S;
+        let newest = self.newest.entry(day).or_insert(i64::MIN);
+        *newest = (*newest).max(msg.event.time_us);
         let fig = figure(commit.operation, &commit.collection);
         let langs = if fig == Some(POSTS) {
             Self::post_langs(msg)?
@@ -195,16 +321,43 @@ impl Handler for Charts {
         for ((day, l), n) in self.langs.drain() {
             lang.execute((day, l, n))?;
         }
+        let mut newest = tx.prepare_cached(
+            "INSERT INTO day_newest (day, newest_us) VALUES (?1, ?2)
+             ON CONFLICT(day) DO UPDATE SET newest_us = MAX(newest_us, excluded.newest_us)",
+        )?;
+        for (day, t) in self.newest.drain() {
+            newest.execute((day, t))?;
+        }
+        let mut skipped = tx.prepare_cached(
+            "INSERT INTO clock_skipped (day, reason, events) VALUES (?1, ?2, ?3)
+             ON CONFLICT(day, reason) DO UPDATE SET events = events + excluded.events",
+        )?;
+        for ((day, reason), n) in self.skipped.drain() {
+            skipped.execute((day, SKIP_REASONS[reason], n))?;
+            self.skipped_flushed[reason] += n as u64;
+        }
         self.users.flush(tx)
     }
 
     fn committed(&mut self) {
+        for (reason, n) in SKIP_REASONS
+            .iter()
+            .zip(std::mem::take(&mut self.skipped_flushed))
+        {
+            self.metrics
+                .0
+                .get_or_create(&ReasonLabel { reason })
+                .inc_by(n);
+        }
         self.users.committed();
     }
 
     fn rolled_back(&mut self) {
         self.hours.clear();
         self.langs.clear();
+        self.newest.clear();
+        self.skipped.clear();
+        self.skipped_flushed = [0; 2];
         self.users.rolled_back();
     }
 }
@@ -221,6 +374,27 @@ mod tests {
         assert_eq!(language("x-pig-latin"), "other");
         assert_eq!(language("english"), "other");
         assert_eq!(language(""), "other");
+    }
+
+    #[test]
+    fn clock_sanity() {
+        let c = Charts::new(Clock::default(), SkipMetrics::default());
+        let stored = 1_783_175_887_000_000; // 2026-07-04T14:38:07Z
+        let skew = Clock::default().future_skew_us;
+        assert_eq!(c.kept_out(stored + skew, stored), None, "at the bound");
+        assert_eq!(
+            c.kept_out(stored + skew + 1, stored),
+            Some((0, 1_783_123_200)),
+            "future: counted under the day of storage time + bound"
+        );
+        assert_eq!(c.kept_out(stored - 86_400_000_000 * 300, stored), None);
+        let old = 1_546_300_800_000_000; // 2019-01-01
+        assert_eq!(c.kept_out(old, stored), Some((1, 1_546_300_800)));
+        assert_eq!(
+            c.kept_out(Clock::default().floor_us, stored),
+            None,
+            "at the floor"
+        );
     }
 
     #[test]

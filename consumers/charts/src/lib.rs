@@ -8,15 +8,16 @@
 //! - [`handler`]: what one commit does to the tables (the rules of each figure);
 //! - [`users`]: exact distinct users per day in bounded memory (64-bit DID hashes);
 //! - [`query`]: the read side, shared by the page, the JSON API and the tests;
-//! - [`web`] and [`svg`]: the page, drawn on the server, working offline;
+//! - [`web`] and [`chart`]: the page (maud), its charts drawn on the server (plotters
+//!   SVG, working offline and without JavaScript), the JSON and CSV downloads;
 //! - [`config`]: the typed configuration (`BSKY_CHARTS_…`), `--from-seq`/`--from-time`.
 //!
 //! `main.rs` parses the configuration and calls [`run`]; tests call the same function.
 
+pub mod chart;
 pub mod config;
 pub mod handler;
 pub mod query;
-pub mod svg;
 pub mod users;
 pub mod web;
 
@@ -41,6 +42,8 @@ pub async fn run(config: Config, start: Start, shutdown: CancellationToken) -> a
 
     let mut registry = prometheus_client::registry::Registry::with_prefix(METRICS_PREFIX);
     let metrics = kit::metrics::Metrics::register(&mut registry, handler::Charts::POISON_REASONS);
+    let skips = handler::SkipMetrics::register(&mut registry);
+    let clock = config.clock.parse()?;
     let (progress_tx, progress_rx) = watch::channel(Progress::default());
 
     let listener = tokio::net::TcpListener::bind(&config.http.listen)
@@ -50,8 +53,9 @@ pub async fn run(config: Config, start: Start, shutdown: CancellationToken) -> a
     let state = Arc::new(web::AppState {
         db: config.state.path.clone(),
         progress: progress_rx,
-        days: config.http.days,
+        range: config.http.range,
         upstream: config.upstream.label,
+        clock,
     });
     let router = web::router(state).merge(service::telemetry::metrics_router(registry));
     let opts = kit::Options {
@@ -64,7 +68,7 @@ pub async fn run(config: Config, start: Start, shutdown: CancellationToken) -> a
         router,
         js,
         opts,
-        handler::Charts::default(),
+        handler::Charts::new(clock, skips),
         metrics,
         progress_tx,
         shutdown,

@@ -60,7 +60,7 @@ async fn corpus_figures_equal_those_computed_from_expected_v1() {
     let charts = common::InProcess::start(cfg, kit::Start::Resume);
     let status = common::wait_caught_up(charts.addr, 152, common::WAIT).await;
     assert!(
-        status["text"].as_str().unwrap().contains("up to date"),
+        status["lag"].as_str().unwrap().contains("up to date"),
         "{status}"
     );
     let t = common::tables(&charts.db);

@@ -39,7 +39,8 @@ pub struct Consumer {
     #[serde(with = "duration")]
     pub retry_max: Duration,
     /// `--from-time T` starts reading at event time `T` minus this, since event times are
-    /// only nearly in stream order (see [`crate::seek`]).
+    /// only nearly in stream order (see [`crate::seek`]). Unused by a handler that bounds
+    /// the clock skew ([`crate::Handler::clock_skew_bound`]): it seeks by storage time.
     #[serde(with = "duration")]
     pub seek_margin: Duration,
     /// How often the stream and the consumer are asked for lag and retention losses.

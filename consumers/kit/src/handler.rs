@@ -79,6 +79,17 @@ pub trait Handler: Send + 'static {
         t
     }
 
+    /// How far (µs) an event may be dated ahead of its storage time and still be applied,
+    /// when the handler enforces such a bound (it skips, say, events from hosts whose
+    /// clock runs ahead). With `Some(bound)`, a `--from-time t` rebuild reads from the
+    /// first message *stored* at or after `t - bound` ([`crate::seek::seq_at_stored_time`]),
+    /// which is exact whatever the events' clocks; with `None` (the default) it seeks by
+    /// event time with `consumer.seek_margin`, which misses events dated inside the rebuilt
+    /// range but stored before the margin.
+    fn clock_skew_bound(&self) -> Option<i64> {
+        None
+    }
+
     /// Deletes the state a rebuild replaces (for [`Rebuild::Since`], the time is already
     /// the one [`Handler::rebuild_from`] chose), and drops it from any cache.
     fn rebuild(&mut self, tx: &Transaction<'_>, from: Rebuild) -> rusqlite::Result<()>;

@@ -13,7 +13,8 @@
 //! - [`state`]: the database (WAL) and the position row; redeliveries at or below the
 //!   position are skipped, so nothing is counted twice or missed after a crash;
 //! - [`config`]: the `[consumer]` and `[state]` tables, and the rebuild flags
-//!   (`--from-seq`, `--from-time`, by *event* time through [`seek`]);
+//!   (`--from-seq`, `--from-time`: by *event* time through [`seek`], or by storage time
+//!   for a handler that bounds the clock skew, [`Handler::clock_skew_bound`]);
 //! - [`status`]: lag in messages and in event time, and losses to the stream's retention;
 //! - [`metrics`]: `<prefix>_messages_total{outcome}`, `_poison_total{reason}`,
 //!   `_lag_messages`, `_lag_seconds`, `_acks_pending`, `_retention_lost_messages_total`…;

@@ -139,17 +139,25 @@ pub async fn run<H: Handler>(
             if let Some(r) = worker.position.rebuilding {
                 from = from.min(r.from_us);
             }
-            check_reaches(&stream, &state, from).await?;
-            let margin = i64::try_from(cfg.seek_margin.as_micros()).unwrap_or(i64::MAX);
-            let seek = crate::seek::seq_at_time(&stream, from.saturating_sub(margin))
-                .await
-                .map_err(|e| RunError::Stream {
-                    stream: cfg.stream.clone(),
-                    reason: e.to_string(),
-                })?;
+            let seek = match worker.handler.clock_skew_bound() {
+                Some(bound) => {
+                    let since = from.saturating_sub(bound);
+                    check_holds(&stream, &state, from, since).await?;
+                    crate::seek::seq_at_stored_time(&stream, since).await
+                }
+                None => {
+                    check_reaches(&stream, &state, from).await?;
+                    let margin = i64::try_from(cfg.seek_margin.as_micros()).unwrap_or(i64::MAX);
+                    crate::seek::seq_at_time(&stream, from.saturating_sub(margin)).await
+                }
+            }
+            .map_err(|e| RunError::Stream {
+                stream: cfg.stream.clone(),
+                reason: e.to_string(),
+            })?;
             let start = seek.unwrap_or(u64::MAX).min(worker.position.seq + 1);
             tracing::warn!(
-                from_time_us = from,
+                from_time = %crate::seek::rfc3339(from),
                 from_seq = start,
                 "rebuild: dropping state from this event time on"
             );
@@ -237,8 +245,41 @@ async fn check_reaches(
         .and_then(|m| crate::event::time_us(&m.payload).ok());
     match oldest {
         Some(oldest) if oldest > from => Err(RunError::Rebuild(format!(
-            "the stream's oldest event is at {oldest} µs, after {from} µs: the state between \
-             would be lost; give a later time"
+            "the stream's oldest event is dated {}, after {}: the state between would be \
+             lost; give a later time",
+            crate::seek::rfc3339(oldest),
+            crate::seek::rfc3339(from)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// For a handler with a clock-skew bound: refuses a `--from-time` whose messages (those
+/// stored at or after `since`) the stream no longer holds all of: it dropped messages
+/// (its first sequence is above 1) and its oldest one was stored after `since`. A stream
+/// that never dropped anything holds every message, however early `from` is.
+async fn check_holds(
+    stream: &Stream,
+    state: &jetstream::stream::State,
+    from: i64,
+    since: i64,
+) -> Result<(), RunError> {
+    if state.messages == 0 || state.first_sequence <= 1 {
+        return Ok(());
+    }
+    let oldest = stream
+        .direct_get_next_for_subject(crate::seek::ALL, Some(state.first_sequence))
+        .await
+        .ok()
+        .map(|m| crate::seek::stored_us(m.time));
+    match oldest {
+        Some(oldest) if oldest > since => Err(RunError::Rebuild(format!(
+            "the stream dropped its messages stored before {} (retention), and a rebuild \
+             from {} needs those stored from {} on: the figures between would be lost; \
+             give a later time",
+            crate::seek::rfc3339(oldest),
+            crate::seek::rfc3339(from),
+            crate::seek::rfc3339(since)
         ))),
         _ => Ok(()),
     }

@@ -13,6 +13,12 @@
 //! general it is the boundary a binary search finds. A caller that must see every event at
 //! or after `t` seeks `t - margin` (a margin larger than the disorder it expects) and drops
 //! the older events it then reads.
+//!
+//! A handler that refuses events dated more than a bound ahead of their storage time
+//! ([`crate::Handler::clock_skew_bound`]) needs no margin guess: every event it applied
+//! with a time at or after `t` was stored at or after `t - bound`, and storage time grows
+//! with the sequence, so [`seq_at_stored_time`] finds the exact start whatever the events'
+//! own clocks say.
 
 use async_nats::jetstream::stream::Stream;
 
@@ -76,4 +82,55 @@ pub async fn seq_at_time(stream: &Stream, time_us: i64) -> Result<Option<u64>, S
         }
     }
     Ok(probe(stream, lo).await?.map(|(seq, _)| seq))
+}
+
+/// The first stored message at or after sequence `from`: (its sequence, its storage time
+/// in µs), or `None` past the end.
+async fn probe_stored(stream: &Stream, from: u64) -> Result<Option<(u64, i64)>, SeekError> {
+    use async_nats::jetstream::stream::DirectGetErrorKind;
+    match stream.direct_get_next_for_subject(ALL, Some(from)).await {
+        Ok(m) => Ok(Some((m.sequence, stored_us(m.time)))),
+        Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+        Err(e) => Err(SeekError::JetStream(e.to_string())),
+    }
+}
+
+/// A storage time as µs since the epoch.
+pub(crate) fn stored_us(t: time::OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
+}
+
+/// The sequence of the first message JetStream stored at or after `stored_us` (µs since
+/// the epoch, the server's clock): `None` when every stored message is older. Storage
+/// times grow with the sequence, so the binary search is exact.
+pub async fn seq_at_stored_time(stream: &Stream, stored_us: i64) -> Result<Option<u64>, SeekError> {
+    let state = stream
+        .get_info()
+        .await
+        .map_err(|e| SeekError::JetStream(e.to_string()))?
+        .state;
+    if state.messages == 0 {
+        return Ok(None);
+    }
+    let (mut lo, mut hi) = (state.first_sequence, state.last_sequence + 1);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match probe_stored(stream, mid).await? {
+            Some((seq, t)) if seq < hi && t < stored_us => lo = seq + 1,
+            _ => hi = mid,
+        }
+    }
+    Ok(probe_stored(stream, lo).await?.map(|(seq, _)| seq))
+}
+
+/// `2026-07-04T14:38:07.123456Z` of µs since the epoch, for messages to people (the raw
+/// number when it is out of the calendar's range).
+pub fn rfc3339(us: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{us} µs since the epoch"))
 }

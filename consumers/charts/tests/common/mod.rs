@@ -23,7 +23,6 @@ pub fn config(nats_url: &str, db: &Path, durable: &str) -> Config {
     c.consumer.durable = durable.into();
     c.consumer.status_interval = Duration::from_millis(200);
     c.http.listen = format!("127.0.0.1:{}", testkit::free_port().unwrap());
-    c.http.days = 31;
     c
 }
 
@@ -84,7 +83,7 @@ pub async fn wait_caught_up(
 /// Every figure in the database.
 pub fn tables(db: &Path) -> Window {
     let conn = kit::state::open_reader(db).unwrap();
-    query::window_between(&conn, 0, 4_000_000_000).unwrap()
+    query::between(&conn, 0, 4_000_000_000, true).unwrap()
 }
 
 /// Waits until the ingestor stopped adding to the stream; its last sequence.
@@ -110,4 +109,58 @@ pub fn two_days() -> (
     staging::synth::SynthReport,
 ) {
     kit::testing::synth(50_000, 20261128, 1_783_195_200_000_000, 1.0).unwrap()
+}
+
+/// A stream like the ingestor's on `nats`, to publish contract payloads into by hand.
+pub async fn own_stream(nats: &testkit::NatsServer) -> async_nats::jetstream::Context {
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    js.create_stream(ingest::stream::stream_config(
+        &ingest::config::Config::default().stream,
+    ))
+    .await
+    .unwrap();
+    js
+}
+
+/// One commit create to publish by hand.
+pub struct Op {
+    pub did: String,
+    pub time_us: i64,
+    pub collection: &'static str,
+    /// The post's `langs`, for posts.
+    pub langs: Vec<&'static str>,
+}
+
+/// Publishes `ops` in order (acks awaited together); the stream's last sequence.
+pub async fn publish(js: &async_nats::jetstream::Context, ops: &[Op]) -> u64 {
+    let mut acks = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        let body = kit::testing::commit_json(
+            &op.did,
+            op.time_us,
+            op.collection,
+            "create",
+            &format!("k{i}"),
+        );
+        let mut v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if !op.langs.is_empty() {
+            v["commit"]["record"]["langs"] = op.langs.clone().into();
+        }
+        let subject = format!("bsky.{}", op.collection);
+        acks.push(js.publish(subject, v.to_string().into()).await.unwrap());
+    }
+    let mut last = 0;
+    for a in acks {
+        last = a.await.unwrap().sequence;
+    }
+    last
+}
+
+/// Midnight UTC (µs) `days` days before today's.
+pub fn days_ago(days: i64) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    (now / 86_400 - days) * 86_400_000_000
 }
