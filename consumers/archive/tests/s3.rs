@@ -11,6 +11,6 @@ async fn s3_complete_across_kills_and_an_outage() -> anyhow::Result<()> {
     else {
         return Ok(());
     };
-    common::kills_and_outage(&mut weed, 20_000, 5, 25.0).await?;
+    common::kills_and_outage(&mut weed, 20_000, 5, 30.0).await?;
     Ok(())
 }

