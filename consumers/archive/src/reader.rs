@@ -199,7 +199,7 @@ impl Archive {
         let bytes = self.segment_bytes(s).await?;
         let mut reader = SegmentReader::new(s, bytes)?;
         let mut out = Vec::with_capacity(usize::try_from(s.messages).unwrap_or(0));
-        while let Some(r) = reader.next()? {
+        while let Some(r) = reader.next_record()? {
             out.push(r);
         }
         Ok(out)
@@ -272,7 +272,7 @@ impl SegmentReader {
     }
 
     /// The next record; `None` after the last one (checked to be `last_seq`).
-    pub fn next(&mut self) -> Result<Option<Record>, ArchiveError> {
+    pub fn next_record(&mut self) -> Result<Option<Record>, ArchiveError> {
         self.buf.clear();
         let n = self
             .lines
@@ -325,7 +325,7 @@ impl Replay {
     pub async fn next(&mut self) -> Result<Option<Record>, ArchiveError> {
         loop {
             if let Some(reader) = &mut self.current {
-                match reader.next()? {
+                match reader.next_record()? {
                     Some(r) => {
                         if !self.started {
                             self.started = match self.from {

@@ -212,7 +212,7 @@ pub async fn restore(
             Entry::Segment(s) => {
                 let bytes = archive.segment_bytes(s).await?;
                 let mut reader = SegmentReader::new(s, bytes)?;
-                while let Some(r) = reader.next()? {
+                while let Some(r) = reader.next_record()? {
                     if r.seq < first || r.seq > to {
                         continue;
                     }
