@@ -15,7 +15,8 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn complete_across_kills_and_an_outage_then_restored_and_replayed() -> anyhow::Result<()> {
     let mut store = LocalDir::new()?;
-    let (_capture, msgs, _nats) = common::kills_and_outage(&mut store, 20_000, 5, 30.0).await?;
+    let (ops, secs) = common::scenario_size();
+    let (_capture, msgs, _nats) = common::kills_and_outage(&mut store, ops, 5, secs).await?;
     let n = msgs.len() as u64;
     let archive = Archive::new(store.open()?);
 

@@ -11,6 +11,7 @@ async fn s3_complete_across_kills_and_an_outage() -> anyhow::Result<()> {
     else {
         return Ok(());
     };
-    common::kills_and_outage(&mut weed, 20_000, 5, 30.0).await?;
+    let (ops, secs) = common::scenario_size();
+    common::kills_and_outage(&mut weed, ops, 5, secs).await?;
     Ok(())
 }

@@ -326,6 +326,15 @@ pub async fn check_complete(
     Ok(entries.len())
 }
 
+/// Size and pace of the acceptance scenario: 20,000 ops over 30 s by default (the suite
+/// runs on 2 shared cores); `ARCHIVE_TEST_OPS` and `ARCHIVE_TEST_SECS` change them (the
+/// issue's 200,000 ops: `ARCHIVE_TEST_OPS=200000 ARCHIVE_TEST_SECS=120`).
+pub fn scenario_size() -> (u64, f64) {
+    let get = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<f64>().ok());
+    let ops = get("ARCHIVE_TEST_OPS").unwrap_or(20_000.0) as u64;
+    (ops, get("ARCHIVE_TEST_SECS").unwrap_or(30.0))
+}
+
 /// The scenario of the acceptance test: a capture of `ops` ops ingested at a pace over
 /// about `ingest_secs` into a stream keeping about its last two thirds (room for the
 /// backlog of a 10 s outage and a restart), the archiver running
