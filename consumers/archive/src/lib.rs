@@ -1,0 +1,84 @@
+//! # archive: every message of the stream, kept past its retention
+//!
+//! Where it sits: `relay → ingest → JetStream stream BSKY → **archive** → object store`,
+//! and back: `object store → restore → a fresh stream`, `object store → replay → a reader`.
+//! The stream keeps 72 hours; the archive keeps everything since the archiver started, as
+//! sealed, zstd-compressed segments of JSON lines plus a manifest, in a local directory or
+//! any S3-compatible store. README.md documents the format for operators.
+//!
+//! - [`archiver`]: the durable pull consumer that writes segments; `kill -9` safe, waits
+//!   out store outages, records gaps the stream's retention made;
+//! - [`format`]: object keys, the record line, manifest entries;
+//! - [`reader`]: the manifest, checked segments, and [`reader::Replay`] from a sequence or
+//!   an event time;
+//! - [`restore`]: a range of the archive published into a fresh stream, sequence for
+//!   sequence;
+//! - [`store`]: the `[store]` table and the object store it opens;
+//! - [`config`], [`metrics`]: the service's configuration and `bsky_archive_…` metrics.
+
+pub mod archiver;
+pub mod config;
+pub mod format;
+pub mod metrics;
+pub mod reader;
+pub mod restore;
+pub mod store;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+/// The archiver as `main` runs it: connects, serves `/metrics`, runs until `shutdown`.
+pub async fn run(config: config::Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    tracing::info!(config = %config.summary(), "starting the archiver");
+    let store = store::Store::open(&config.store)?;
+    let client = service::nats::connect(&config.nats).await?;
+    let mut registry = prometheus_client::registry::Registry::with_prefix("bsky_archive");
+    let metrics = metrics::Metrics::register(&mut registry);
+    let http_stop = CancellationToken::new();
+    let http = if config.http.listen.is_empty() {
+        None
+    } else {
+        let listener = tokio::net::TcpListener::bind(&config.http.listen)
+            .await
+            .with_context(|| format!("http.listen: cannot listen on {}", config.http.listen))?;
+        Some(tokio::spawn(service::telemetry::serve_metrics(
+            listener,
+            registry,
+            http_stop.clone(),
+        )))
+    };
+    let result = archiver::run(
+        async_nats::jetstream::new(client),
+        config,
+        reader::Archive::new(store),
+        metrics,
+        shutdown,
+    )
+    .await;
+    http_stop.cancel();
+    if let Some(h) = http {
+        match h.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "metrics server"),
+            Err(e) => tracing::warn!(error = %e, "metrics server task"),
+        }
+    }
+    Ok(result?)
+}
+
+/// `archive restore` as `main` runs it.
+pub async fn restore(
+    config: config::Config,
+    opts: restore::Options,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let store = store::Store::open(&config.store)?;
+    let client = service::nats::connect(&config.nats).await?;
+    let js = async_nats::jetstream::new(client);
+    let done = restore::restore(&js, &reader::Archive::new(store), &opts, &shutdown).await?;
+    println!(
+        "restored stream {}: sequences {}..={}, {} messages, {} left empty (gaps)",
+        opts.stream, done.first_seq, done.last_seq, done.messages, done.missing
+    );
+    Ok(())
+}
