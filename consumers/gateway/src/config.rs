@@ -302,6 +302,15 @@ mod tests {
     }
 
     #[test]
+    fn the_mirror_is_switched_on_by_its_upstream_alone() {
+        std::env::set_var("BSKY_GATEWAY_TEST_MIRROR_STREAM__MIRROR__UPSTREAM", "BSKY");
+        let env = Sources::env("BSKY_GATEWAY_TEST_MIRROR_");
+        let c = Config::load_from(&Flags::default(), env).expect("mirror from the environment");
+        assert_eq!(c.stream.mirror, Some(Mirror::default()));
+        assert_eq!(Config::default().stream.mirror, None);
+    }
+
+    #[test]
     fn defaults_are_valid() {
         let c = Config::load_from(&Flags::default(), no_env()).expect("defaults");
         assert_eq!(c.http.listen, "127.0.0.1:6008");
