@@ -137,7 +137,7 @@ pub fn status_text(p: &Progress) -> String {
     if p.lost > 0 {
         let _ = write!(
             text,
-            " {} stream messages were dropped by the stream's retention before they were read: the figures miss them.",
+            " {} stream messages were dropped by the stream's retention before they were read: the figures miss at most that many.",
             p.lost
         );
     }
