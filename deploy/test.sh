@@ -8,7 +8,9 @@
 # 1. deploy/setup-nats.sh --with-legacy: a nats-server >= 2.10 (exported as
 #    NATS_SERVER_BIN) and, where apt-get can provide it, Debian's 2.9 in
 #    .tools/legacy/ for the refusal tests (elsewhere they skip, saying why);
-# 2. cargo test --workspace --all-targets, then the doc tests (--all-targets
+# 2. deploy/setup-prometheus.sh, then `promtool test rules` on the shipped alert rules
+#    (deploy/monitoring/); without promtool it skips saying why, under CI=true it fails;
+# 3. cargo test --workspace --all-targets, then the doc tests (--all-targets
 #    leaves them out). Each test starts its own servers through the testkit crate.
 # Reads nothing outside the checkout but what the environment names explicitly
 # ($NATS_SERVER_BIN, $BSKY_FIXTURES, $CARGO_TARGET_DIR).
@@ -28,6 +30,10 @@ command -v cargo >/dev/null || {
 
 NATS_SERVER_BIN=$(bash deploy/setup-nats.sh --with-legacy)
 bash deploy/setup-chromium.sh || echo "test: chromium not installed; the charts page test will say why" >&2
+bash deploy/setup-prometheus.sh
+if command -v promtool >/dev/null; then
+    promtool test rules deploy/monitoring/alerts.test.yml
+fi
 export NATS_SERVER_BIN
 bash deploy/setup-node-clients.sh
 

@@ -2,7 +2,8 @@
 //! later with the shipped configuration (`deploy/nats-server.conf`, each service its own
 //! user); every one of them waits for it and comes up without a restart. The services run
 //! in this process through the same `run` functions their `main`s call (this crate is the
-//! one that already depends on all of them).
+//! one that already depends on all of them). Once up, the stack's `/metrics` must hold every
+//! metric that `deploy/monitoring/` (dashboard and alert rules) names.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
@@ -37,21 +38,45 @@ fn nats_settings(url: &str, user: &str) -> service::nats::Settings {
     }
 }
 
-async fn http_status(port: u16, path: &str) -> u16 {
+/// `GET path`: (status, whole response); status 0 when nothing answers.
+async fn http_get(port: u16, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return 0;
+        return (0, String::new());
     };
     let req = format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
     if s.write_all(req.as_bytes()).await.is_err() {
-        return 0;
+        return (0, String::new());
     }
     let mut text = String::new();
     let _ = s.read_to_string(&mut text).await;
-    text.split(' ')
+    let status = text
+        .split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    (status, text)
+}
+
+async fn http_status(port: u16, path: &str) -> u16 {
+    http_get(port, path).await.0
+}
+
+/// The `bsky_…` metric names that a shipped monitoring file names.
+fn metrics_named_in(file: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(testkit::workspace_root().join(file)).expect(file);
+    let mut names: Vec<String> = text
+        .match_indices("bsky_")
+        .map(|(i, _)| {
+            text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect()
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 async fn until<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
@@ -172,6 +197,26 @@ async fn every_service_started_before_nats_comes_up_without_a_restart() {
         http_status(gateway_port, "/healthz").await == 200
     })
     .await;
+
+    // Every metric the dashboard and the alert rules name is exported by this stack.
+    let mut exported = String::new();
+    for port in [ingest_port, charts_port, feedgen_port, gateway_port] {
+        exported += &http_get(port, "/metrics").await.1;
+    }
+    for file in [
+        "deploy/monitoring/alerts.yml",
+        "deploy/monitoring/grafana-dashboard.json",
+    ] {
+        let names = metrics_named_in(file);
+        assert!(names.len() >= 5, "{file}: {names:?}");
+        for name in names {
+            let present = exported.lines().any(|l| {
+                l.strip_prefix(name.as_str())
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            });
+            assert!(present, "{file} names {name}, which no service exports");
+        }
+    }
 
     shutdown.cancel();
     for (name, task) in tasks {
