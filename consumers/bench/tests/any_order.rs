@@ -114,8 +114,10 @@ async fn every_service_started_before_nats_comes_up_without_a_restart() {
         tokio::spawn(ingest::run(ingest, shutdown.clone())),
     ));
 
-    let mut charts = charts::config::Config::default();
-    charts.nats = nats_settings(&url, "charts");
+    let mut charts = charts::config::Config {
+        nats: nats_settings(&url, "charts"),
+        ..Default::default()
+    };
     charts.state.path = dir.path().join("charts.db");
     let charts_port = free();
     charts.http.listen = format!("127.0.0.1:{charts_port}");
@@ -124,8 +126,10 @@ async fn every_service_started_before_nats_comes_up_without_a_restart() {
         tokio::spawn(charts::run(charts, kit::Start::Resume, shutdown.clone())),
     ));
 
-    let mut feedgen = feedgen::config::Config::default();
-    feedgen.nats = nats_settings(&url, "feedgen");
+    let mut feedgen = feedgen::config::Config {
+        nats: nats_settings(&url, "feedgen"),
+        ..Default::default()
+    };
     feedgen.state.path = dir.path().join("feedgen.db");
     let feedgen_port = free();
     feedgen.http.listen = format!("127.0.0.1:{feedgen_port}");
@@ -138,8 +142,10 @@ async fn every_service_started_before_nats_comes_up_without_a_restart() {
         tokio::spawn(feedgen::run(feedgen, kit::Start::Resume, shutdown.clone())),
     ));
 
-    let mut gw = gateway::config::Config::default();
-    gw.nats = nats_settings(&url, "gateway");
+    let mut gw = gateway::config::Config {
+        nats: nats_settings(&url, "gateway"),
+        ..Default::default()
+    };
     gw.stream.mirror = Some(gateway::config::Mirror::default());
     let gateway_port = free();
     gw.http.listen = format!("127.0.0.1:{gateway_port}");
