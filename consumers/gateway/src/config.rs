@@ -50,7 +50,7 @@ pub struct Stream {
     pub mirror: Option<Mirror>,
 }
 
-/// The gateway's own copy of the stream (deploy/README.md, "The gateway's own account").
+/// The gateway's own copy of the stream (deploy/README.md, "Users, permissions, secrets").
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Mirror {

@@ -19,7 +19,7 @@
 //! - [`session`]: the WebSocket side, bounded writes, close reasons.
 //! - [`metrics`]: `bsky_gateway_*` on `GET /metrics`; `GET /healthz` beside it.
 //! - [`mirror`]: with `stream.mirror` set, the gateway's own copy of the stream in its own
-//!   NATS account, created at start (`deploy/README.md`, "The gateway's own account").
+//!   NATS account, created at start (`deploy/README.md`, "Users, permissions, secrets").
 //!
 //! `main.rs` parses the configuration and calls [`run`]; tests call [`serve`] on their own
 //! listener.

@@ -1,6 +1,6 @@
 //! The gateway's own copy of the stream, when it runs in its own NATS account
-//! (`stream.mirror`; `deploy/accounts.conf` and `deploy/README.md`, "The gateway's own
-//! account").
+//! (`stream.mirror`; `deploy/accounts.conf` and `deploy/README.md`, "Users, permissions,
+//! secrets").
 //!
 //! NATS permissions match whole subject tokens, so in the account that holds the stream no
 //! permission can say "consumers whose names start with `gateway`": whoever may create,
