@@ -171,7 +171,7 @@ impl Default for Log {
 environment < flags. Settings (file keys):\n\
   [http]    listen, max_clients, deflate\n\
   [nats]    url, user, password, password_file, token, token_file, creds_file, nkey_seed,\n\
-            tls_ca, tls_cert, tls_key, name (credentials may also sit in the URL)\n\
+            tls_ca, tls_cert, tls_key, name, inbox_prefix (credentials may also sit in the URL)\n\
   [stream]  name; [stream.mirror] upstream, api_prefix, deliver_prefix, max_bytes, replicas\n\
   [client]  buffer_bytes, pull_batch, stuck_timeout, cursor_margin, max_client_message_bytes\n\
   [log]     format (text|json)\n\
