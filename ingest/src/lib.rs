@@ -60,10 +60,9 @@ async fn unless_stopped<T>(
 /// an error when something stops it for good (see the module docs).
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     info!(config = %config.summary(), "starting");
-    let Some(client) = unless_stopped(&shutdown, service::nats::connect(&config.nats)).await else {
+    let Some(client) = service::nats::connect_until(&config.nats, &shutdown).await? else {
         return Ok(());
     };
-    let client = client?;
     let max_payload = client.server_info().max_payload;
     info!(server = %client.server_info().version, max_payload, "connected to NATS");
     service::nats::check_max_payload(&client, firehose::MAX_MESSAGE_BYTES)?;

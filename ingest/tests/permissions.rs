@@ -1,13 +1,14 @@
 //! Least privilege, against a real nats-server running the shipped `deploy/nats-server.conf`
 //! (users and permissions from `deploy/accounts.conf`): the ingestor's credentials work end
-//! to end, a consumer's credentials cannot publish into `bsky.>` or touch another service's
-//! consumer, and wrong or missing credentials are refused.
+//! to end, a consumer's credentials cannot publish into `bsky.>`, and wrong or missing
+//! credentials are refused. Every user × operation cell of the README's table is checked by
+//! `permissions_matrix.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 mod common;
 
-use async_nats::jetstream::{self, consumer};
+use async_nats::jetstream;
 use common::*;
 use staging::replay::ReplayOptions;
 use std::time::Duration;
@@ -80,103 +81,6 @@ async fn ingest_credentials_work_end_to_end_and_consumer_credentials_cannot_publ
         "the forged message was not stored"
     );
     drop(ingest);
-}
-
-/// Each service reaches only its own durable consumer: charts cannot create or delete the
-/// feedgen consumer, the gateway cannot delete charts', nobody but the ingestor writes the
-/// cursor bucket.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn services_cannot_touch_each_others_consumers_or_the_cursor() {
-    let nats = server();
-    let (ingest, _) = connect_as(&nats.url(), "ingest").await;
-    let ingest_js = jetstream::new(ingest);
-    ingest_js
-        .create_stream(ingest::stream::stream_config(&Default::default()))
-        .await
-        .expect("the ingestor creates BSKY");
-    ingest_js
-        .create_key_value(async_nats::jetstream::kv::Config {
-            bucket: "BSKY_INGEST".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("the ingestor creates BSKY_INGEST");
-
-    let short = |client: async_nats::Client| {
-        jetstream::ContextBuilder::new()
-            .timeout(Duration::from_secs(1))
-            .build(client)
-    };
-    let durable = |name: &str| consumer::pull::Config {
-        durable_name: Some(name.to_string()),
-        ack_policy: consumer::AckPolicy::Explicit,
-        ..Default::default()
-    };
-
-    let (charts, _) = connect_as(&nats.url(), "charts").await;
-    let charts_js = short(charts);
-    let (feedgen, _) = connect_as(&nats.url(), "feedgen").await;
-    let feedgen_js = short(feedgen);
-    let (gateway, _) = connect_as(&nats.url(), "gateway").await;
-    let gateway_js = short(gateway);
-
-    let stream = charts_js
-        .get_stream("BSKY")
-        .await
-        .expect("charts reads stream info");
-    stream
-        .create_consumer(durable("charts"))
-        .await
-        .expect("charts creates its own durable");
-    assert!(
-        stream.create_consumer(durable("feedgen")).await.is_err(),
-        "charts must not create the feedgen consumer"
-    );
-    let feedgen_stream = feedgen_js.get_stream("BSKY").await.expect("stream info");
-    feedgen_stream
-        .create_consumer(durable("feedgen"))
-        .await
-        .expect("feedgen creates its own durable");
-    assert!(
-        stream.delete_consumer("feedgen").await.is_err(),
-        "charts must not delete the feedgen consumer"
-    );
-
-    // The gateway makes ephemeral consumers, but cannot remove a service's durable.
-    let gateway_stream = gateway_js.get_stream("BSKY").await.expect("stream info");
-    gateway_stream
-        .create_consumer(consumer::pull::Config::default())
-        .await
-        .expect("gateway creates an ephemeral consumer");
-    assert!(
-        gateway_stream.delete_consumer("charts").await.is_err(),
-        "gateway must not delete the charts consumer"
-    );
-    let names = feedgen_stream
-        .get_consumer::<consumer::pull::Config>("charts")
-        .await;
-    assert!(names.is_err(), "feedgen must not read the charts consumer");
-    let still = stream
-        .get_consumer::<consumer::pull::Config>("charts")
-        .await
-        .expect("charts still has its consumer");
-    assert_eq!(still.cached_info().name, "charts");
-
-    // The cursor bucket is the ingestor's alone.
-    let kv = ingest_js.get_key_value("BSKY_INGEST").await.expect("kv");
-    kv.put("cursor.BSKY", "{}".into())
-        .await
-        .expect("ingest writes");
-    let (gateway2, _) = connect_as(&nats.url(), "gateway").await;
-    let gw = short(gateway2);
-    assert!(
-        gw.publish("$KV.BSKY_INGEST.cursor.BSKY", "{}".into())
-            .await
-            .expect("sent")
-            .await
-            .is_err(),
-        "gateway must not write the cursor"
-    );
 }
 
 /// A wrong password, and no credentials at all, are refused; the ingestor says so and exits

@@ -224,6 +224,7 @@ async fn main_command_falls_back_to_staging_brings_up_the_stack_and_ctrl_c_leave
         "operator".into(),
         operator_pw.trim().into(),
     )
+    .custom_inbox_prefix("_INBOX_operator")
     .connect(format!("nats://127.0.0.1:{nats_port}"))
     .await
     .expect("operator connects");

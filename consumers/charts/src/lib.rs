@@ -36,7 +36,9 @@ pub const METRICS_PREFIX: &str = "bsky_charts";
 /// an error, which stops the web server too).
 pub async fn run(config: Config, start: Start, shutdown: CancellationToken) -> anyhow::Result<()> {
     info!(config = %config.summary(), ?start, "starting");
-    let client = service::nats::connect(&config.nats).await?;
+    let Some(client) = service::nats::connect_until(&config.nats, &shutdown).await? else {
+        return Ok(());
+    };
     info!(server = %client.server_info().version, "connected to NATS");
     let js = async_nats::jetstream::new(client.clone());
 

@@ -315,7 +315,7 @@ pub fn lag_text(p: &Progress) -> String {
     if p.lost > 0 {
         text.push_str(&format!(
             " {} stream messages were dropped by the stream's retention before they were \
-             read: the figures miss them.",
+             read: the figures miss at most that many.",
             p.lost
         ));
     }

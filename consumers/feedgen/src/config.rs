@@ -213,7 +213,7 @@ impl Default for Identity {
 (prefix BSKY_FEEDGEN_, nesting with __, e.g. BSKY_FEEDGEN_HTTP__LISTEN). Precedence: defaults < file < \
 environment < flags. Settings (file keys):\n\
   [nats]     url, user, password, password_file, token, token_file, creds_file, nkey_seed,\n\
-             tls_ca, tls_cert, tls_key, name (credentials may also sit in the URL)\n\
+             tls_ca, tls_cert, tls_key, name, inbox_prefix (credentials may also sit in the URL)\n\
   [consumer] stream, durable, subjects, batch, linger, max_ack_pending, ack_wait,\n\
              retry_min, retry_max, seek_margin, status_interval\n\
   [state]    path, synchronous (full|normal), cache_mib\n\

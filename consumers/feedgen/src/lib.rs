@@ -67,7 +67,9 @@ pub async fn run(config: Config, start: Start, shutdown: CancellationToken) -> a
         .map(|(f, (_, id))| (config.feed_uri(f), id))
         .collect();
 
-    let client = service::nats::connect(&config.nats).await?;
+    let Some(client) = service::nats::connect_until(&config.nats, &shutdown).await? else {
+        return Ok(());
+    };
     info!(server = %client.server_info().version, "connected to NATS");
     let js = async_nats::jetstream::new(client.clone());
 

@@ -44,6 +44,40 @@ pub struct Http {
 pub struct Stream {
     /// JetStream stream name.
     pub name: String,
+    /// Read `name` as a mirror, in the gateway's own NATS account, of the stream that
+    /// ingest writes in another account; created at start if missing ([`crate::mirror`]).
+    /// Unset: `name` is the stream itself, in the same account as ingest.
+    pub mirror: Option<Mirror>,
+}
+
+/// The gateway's own copy of the stream (deploy/README.md, "Users, permissions, secrets").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mirror {
+    /// The stream mirrored, in the account that holds it.
+    pub upstream: String,
+    /// Where this account reaches the upstream account's JetStream API (an import of
+    /// `deploy/accounts.conf`).
+    pub api_prefix: String,
+    /// The subject prefix the upstream delivers the mirror's messages on (an import).
+    pub deliver_prefix: String,
+    /// Most bytes the mirror keeps; the oldest go first. A second copy on disk: count it
+    /// in `max_file_store`.
+    pub max_bytes: i64,
+    /// Copies in a cluster.
+    pub replicas: usize,
+}
+
+impl Default for Mirror {
+    fn default() -> Self {
+        Mirror {
+            upstream: "BSKY".into(),
+            api_prefix: "$JS.BSKY.API".into(),
+            deliver_prefix: "deliver.gateway".into(),
+            max_bytes: 1 << 30,
+            replicas: 1,
+        }
+    }
 }
 
 /// What each client gets.
@@ -89,6 +123,7 @@ impl Default for Config {
             },
             stream: Stream {
                 name: "BSKY".into(),
+                mirror: None,
             },
             client: Client {
                 buffer_bytes: 1 << 20,
@@ -136,8 +171,8 @@ impl Default for Log {
 environment < flags. Settings (file keys):\n\
   [http]    listen, max_clients, deflate\n\
   [nats]    url, user, password, password_file, token, token_file, creds_file, nkey_seed,\n\
-            tls_ca, tls_cert, tls_key, name (credentials may also sit in the URL)\n\
-  [stream]  name\n\
+            tls_ca, tls_cert, tls_key, name, inbox_prefix (credentials may also sit in the URL)\n\
+  [stream]  name; [stream.mirror] upstream, api_prefix, deliver_prefix, max_bytes, replicas\n\
   [client]  buffer_bytes, pull_batch, stuck_timeout, cursor_margin, max_client_message_bytes\n\
   [log]     format (text|json)\n\
 Durations are written like \"500ms\", \"5s\", \"2m\", \"72h\"."
@@ -209,6 +244,20 @@ impl Config {
         if !name_ok {
             return bad("stream.name", "letters, digits, '_' and '-' only");
         }
+        if let Some(m) = &self.stream.mirror {
+            if m.upstream.is_empty() || m.api_prefix.is_empty() || m.deliver_prefix.is_empty() {
+                return bad(
+                    "stream.mirror",
+                    "upstream, api_prefix and deliver_prefix must not be empty",
+                );
+            }
+            if m.max_bytes < 1 << 20 {
+                return bad("stream.mirror.max_bytes", "must be at least 1 MiB");
+            }
+            if m.replicas == 0 || m.replicas > 5 {
+                return bad("stream.mirror.replicas", "must be 1 to 5");
+            }
+        }
         if self.client.buffer_bytes < 64 << 10 {
             return bad("client.buffer_bytes", "must be at least 65536");
         }
@@ -227,10 +276,14 @@ impl Config {
     /// The configuration as a log line: everything but secrets.
     pub fn summary(&self) -> String {
         format!(
-            "listen={} nats={} stream={} buffer_bytes={} stuck_timeout={:?} cursor_margin={:?} deflate={}",
+            "listen={} nats={} stream={}{} buffer_bytes={} stuck_timeout={:?} cursor_margin={:?} deflate={}",
             self.http.listen,
             self.nats.redacted_url(),
             self.stream.name,
+            match &self.stream.mirror {
+                Some(m) => format!(" (mirror of {} via {})", m.upstream, m.api_prefix),
+                None => String::new(),
+            },
             self.client.buffer_bytes,
             self.client.stuck_timeout,
             self.client.cursor_margin,
@@ -246,6 +299,15 @@ mod tests {
 
     fn no_env() -> figment::providers::Env {
         Sources::env("BSKY_GATEWAY_TEST_UNUSED_PREFIX_")
+    }
+
+    #[test]
+    fn the_mirror_is_switched_on_by_its_upstream_alone() {
+        std::env::set_var("BSKY_GATEWAY_TEST_MIRROR_STREAM__MIRROR__UPSTREAM", "BSKY");
+        let env = Sources::env("BSKY_GATEWAY_TEST_MIRROR_");
+        let c = Config::load_from(&Flags::default(), env).expect("mirror from the environment");
+        assert_eq!(c.stream.mirror, Some(Mirror::default()));
+        assert_eq!(Config::default().stream.mirror, None);
     }
 
     #[test]

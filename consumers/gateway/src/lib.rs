@@ -18,12 +18,15 @@
 //! - [`pump`]: start position by event time, the per-client consumer, DID filter.
 //! - [`session`]: the WebSocket side, bounded writes, close reasons.
 //! - [`metrics`]: `bsky_gateway_*` on `GET /metrics`; `GET /healthz` beside it.
+//! - [`mirror`]: with `stream.mirror` set, the gateway's own copy of the stream in its own
+//!   NATS account, created at start (`deploy/README.md`, "Users, permissions, secrets").
 //!
 //! `main.rs` parses the configuration and calls [`run`]; tests call [`serve`] on their own
 //! listener.
 
 pub mod config;
 pub mod metrics;
+pub mod mirror;
 pub mod params;
 pub mod pump;
 pub mod session;
@@ -69,8 +72,13 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     info!(config = %config.summary(), "starting");
-    let nats = service::nats::connect(&config.nats).await?;
+    let Some(nats) = service::nats::connect_until(&config.nats, &shutdown).await? else {
+        return Ok(());
+    };
     let js = async_nats::jetstream::new(nats.clone());
+    if let Some(m) = &config.stream.mirror {
+        mirror::ensure(&js, &config.stream.name, m).await?;
+    }
     let stream = js.get_stream(&config.stream.name).await.with_context(|| {
         format!(
             "stream {} not found on {} (start ingest first)",

@@ -127,9 +127,11 @@ pub async fn run_with_signals<H: Handler>(
         name: opts.consumer.durable.clone(),
         ..Default::default()
     };
-    let client = service::nats::connect(&settings).await?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(service::shutdown::on_signals(shutdown.clone()));
+    let Some(client) = service::nats::connect_until(&settings, &shutdown).await? else {
+        return Ok(());
+    };
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = metrics::Metrics::register(&mut registry, H::POISON_REASONS);
     let (progress, _) = tokio::sync::watch::channel(Progress::default());

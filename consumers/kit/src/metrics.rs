@@ -158,7 +158,7 @@ impl Metrics {
         );
         registry.register(
             "retention_lost_messages",
-            "Stream messages dropped by the stream's limits before this consumer read them (upper bound of the matching ones)",
+            "Stream messages, of any subject, dropped by the stream's limits before this consumer passed them: exact for a stopped consumer, a lower bound while it runs",
             m.retention_lost.clone(),
         );
         registry.register(

@@ -5,17 +5,22 @@
 //! `watch` channel (a web page shows it: "data up to 14:05 UTC, 3 min behind") and as
 //! metrics.
 //!
-//! **Losses.** Sequence gaps are normal with subject filters, so a gap alone says nothing.
-//! The tracker keeps `covered` (every sequence up to it is accounted for) and the *holes*
-//! between consecutive deliveries since the last poll: sequences the server skipped for
-//! us, because they did not match or because they were already gone. At each poll (once
-//! the deliveries in transit then have arrived), the parts of those holes, and of the
-//! range past the last delivery, that lie below the stream's first sequence are counted
-//! lost; what lies above it still existed, so it did not match. With filters this is an
-//! upper bound (a non-matching message deleted between its skip and the poll counts too).
-//! At start, against the stored position, the count is exact for a consumer of `bsky.>`;
-//! while running it can fall short when the stream drops messages faster than the polls
-//! see it (a known limit: `tests/consume.rs` checks detection and no over-count only).
+//! **Losses.** What is counted is named exactly: *stream messages, of any subject, that the
+//! stream dropped before this service passed them*. The server does not say which subjects
+//! dropped messages had, so for a service with subject filters this is also the most of
+//! its own messages it can have missed.
+//!
+//! Sequence gaps are normal with subject filters, so a gap alone says nothing. The tracker
+//! keeps `covered` (every sequence up to it is accounted for) and the *holes* between
+//! consecutive deliveries: sequences the server skipped for us, because they did not match
+//! or because they were already gone. Each hole remembers the stream's first sequence as
+//! last seen *before* the skip; only the part below that was surely gone when the service
+//! passed it, and only that part is counted (a message skipped because it did not match
+//! and dropped afterwards is not a loss). Past the last delivery, what was below the first
+//! sequence when a poll began is counted once the deliveries then in transit have arrived.
+//! At start, against the stored position, the count is exact (a stopped service passed
+//! nothing); while running it is a lower bound: drops between two polls that the service
+//! then skips are missed, nothing is ever counted twice or counted that was passed.
 //! Each loss is logged as an error and added to `<prefix>_retention_lost_messages_total`;
 //! the start of a run checks the stored position the same way (a service stopped for
 //! longer than the stream keeps messages).
@@ -40,8 +45,9 @@ pub struct Progress {
     pub stream_last_time_us: Option<i64>,
     /// Matching messages not yet applied (the server's count).
     pub pending: u64,
-    /// Stream messages lost to retention before this service read them, since it started
-    /// (an upper bound of the matching ones).
+    /// Stream messages, of any subject, that the stream dropped before this service passed
+    /// them, since it started: exact for what was dropped while it was stopped, a lower
+    /// bound while it runs (module docs). Of its own subjects it missed at most this many.
     pub lost: u64,
     /// Whether the status was ever read from the server.
     pub known: bool,
@@ -70,8 +76,11 @@ pub(crate) struct Tracker {
     received: u64,
     /// Losses are reported up to here.
     reported: u64,
-    /// Sequences skipped between consecutive deliveries above `covered` (inclusive).
-    holes: Vec<(u64, u64)>,
+    /// Sequences skipped between consecutive deliveries above `covered` (inclusive), with
+    /// the stream's first sequence as last seen before the skip.
+    holes: Vec<(u64, u64, u64)>,
+    /// The stream's first sequence as last seen.
+    first_seen: u64,
     /// A poll to finish once the deliveries then in transit have arrived: the stream's
     /// first sequence then, and the server's last delivery sequence then.
     audit: Option<(u64, u64)>,
@@ -100,7 +109,7 @@ impl Tracker {
                 // Polls keep failing: stay bounded, at the price of missing a loss here.
                 self.holes.clear();
             }
-            self.holes.push((from, seq - 1));
+            self.holes.push((from, seq - 1, self.first_seen));
         }
         self.received = seq;
     }
@@ -124,6 +133,7 @@ impl Tracker {
         our_delivery: u64,
         metrics: &Metrics,
     ) -> u64 {
+        self.first_seen = self.first_seen.max(first);
         if our_delivery == u64::MAX {
             // Everything delivered has arrived: check against the stream as it is now.
             self.audit = Some((first, 0));
@@ -140,8 +150,12 @@ impl Tracker {
                 0
             }
         };
-        // Holes were skipped by the server: below the first sequence now, they are gone.
-        let mut lost: u64 = self.holes.iter().map(|&h| below(h, first)).sum();
+        // Holes were skipped by the server: only what was gone before the skip is lost.
+        let mut lost: u64 = self
+            .holes
+            .iter()
+            .map(|&(a, b, gone_below)| below((a, b), gone_below))
+            .sum();
         // Past the last delivery, only what was gone before the deliveries then in
         // transit (all arrived) is surely lost; the rest waits for the next poll.
         let tail = self.received.max(self.covered) + 1;
@@ -151,8 +165,8 @@ impl Tracker {
                 after_seq = self.covered,
                 stream_first_seq = first,
                 lost,
-                "the stream dropped messages before this service read them (retention \
-                 limits): its figures miss up to this many stream messages"
+                "the stream dropped messages before this service passed them (retention \
+                 limits): stream messages of any subject; its figures miss at most this many"
             );
             metrics.retention_lost.inc_by(lost);
             self.reported = self.reported.max(first_then - 1);

@@ -450,3 +450,54 @@ async fn expect_settled(js: &jetstream::Context) -> u64 {
         last = now;
     }
 }
+
+/// A filtered consumer (posts only, as feedgen) on a rolling stream: likes it skipped and
+/// that the stream dropped afterwards are not losses (issue 18: feedgen counted them);
+/// stopped past retention, it reports exactly the stream messages dropped unread.
+#[tokio::test]
+async fn skipped_then_dropped_is_no_loss_and_a_stopped_filtered_consumer_counts_exactly() {
+    let nats = testkit::NatsServer::start().unwrap();
+    let js = own_stream(&nats, 100).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let posts_only = |o: &mut kit::Options| {
+        o.consumer.subjects = vec!["bsky.app.bsky.feed.post".into()];
+        o.consumer.status_interval = Duration::from_secs(3);
+    };
+    let mut r = start(&nats.url(), options(&db, posts_only), Recorder::default()).await;
+    let applied_up_to = |n: usize| {
+        let db = db.clone();
+        async move {
+            let t = std::time::Instant::now();
+            while applied(&db).len() < n {
+                assert!(t.elapsed() < WAIT, "{} of {n} applied", applied(&db).len());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    // Seqs 1..=200: a like, then a post; all passed before anything is dropped.
+    for i in 0..100 {
+        publish(&js, i..i + 1, "app.bsky.feed.like").await;
+        publish(&js, i..i + 1, "app.bsky.feed.post").await;
+    }
+    applied_up_to(100).await;
+    // Seqs 201..=300 drop 101..=200, likes included, which the consumer had skipped.
+    publish(&js, 100..200, "app.bsky.feed.post").await;
+    applied_up_to(200).await;
+    let p = kit::testing::wait_caught_up(&mut r.progress, 300, WAIT)
+        .await
+        .unwrap();
+    assert_eq!((p.lost, r.metrics.retention_lost.get()), (0, 0));
+    r.stop().await;
+
+    // Stopped at 300 while 150 posts arrive: the stream keeps 351..=450, so 301..=350 went
+    // unread.
+    publish(&js, 200..350, "app.bsky.feed.post").await;
+    let mut r = start(&nats.url(), options(&db, posts_only), Recorder::default()).await;
+    let p = kit::testing::wait_caught_up(&mut r.progress, 450, WAIT)
+        .await
+        .unwrap();
+    assert_eq!((p.lost, r.metrics.retention_lost.get()), (50, 50));
+    r.stop().await;
+    assert_eq!(applied(&db).len(), 300);
+}

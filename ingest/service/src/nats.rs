@@ -12,16 +12,32 @@
 //! into an error: [`redact`] replaces the user-info of every URL in a text, and the
 //! settings' `Debug` hides the secret fields.
 //!
+//! Replies (JetStream API answers, publish acks, pulled messages) arrive under the client's
+//! own inbox prefix, `_INBOX_<user>` unless `inbox_prefix` says otherwise: the server lets
+//! each user subscribe there and nowhere else (`deploy/accounts.conf`), so no user can read
+//! another's replies.
+//!
 //! [`connect`] refuses servers older than 2.10 ([`MIN_SERVER`]): 2.9 silently ignores
-//! stream settings the pipeline relies on. [`check_max_payload`] refuses a server whose
-//! `max_payload` is below what the caller must be able to send.
+//! stream settings the pipeline relies on. [`connect_until`] does the same but waits for a
+//! server that is not up yet (connection refused, timed out, name not resolved), retrying
+//! with a growing pause until it answers or shutdown fires, so the pipeline's parts can
+//! start in any order; refused credentials or TLS still stop it at once.
+//! [`check_max_payload`] refuses a server whose `max_payload` is below what the caller must
+//! be able to send.
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// Oldest nats-server accepted (major, minor).
 pub const MIN_SERVER: (u64, u64) = (2, 10);
+
+/// The first pause of [`connect_until`] after a server did not answer; it doubles up to
+/// [`RETRY_MAX`].
+pub const RETRY_MIN: Duration = Duration::from_millis(100);
+/// The longest pause of [`connect_until`] between two attempts.
+pub const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// How to reach NATS. Use one kind of credentials.
 #[derive(Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -51,6 +67,10 @@ pub struct Settings {
     pub tls_key: Option<PathBuf>,
     /// Connection name shown by the server (`nats server report connections`).
     pub name: String,
+    /// Prefix of this client's reply subjects. Default `_INBOX_<user>` when a user is given
+    /// (here or in the URL), else `_INBOX`. The shipped `deploy/accounts.conf` lets each
+    /// user subscribe only to `_INBOX_<user>.>`.
+    pub inbox_prefix: Option<String>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -69,6 +89,7 @@ impl std::fmt::Debug for Settings {
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("name", &self.name)
+            .field("inbox_prefix", &self.inbox_prefix)
             .finish()
     }
 }
@@ -265,7 +286,35 @@ impl Settings {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return bad("nats.tls_cert", "tls_cert and tls_key go together");
         }
+        if let Some(prefix) = &self.inbox_prefix {
+            let token_ok = |t: &str| {
+                !t.is_empty()
+                    && t != "*"
+                    && t != ">"
+                    && !t.chars().any(|c| c.is_whitespace() || c.is_control())
+            };
+            if !prefix.split('.').all(token_ok) {
+                return bad(
+                    "nats.inbox_prefix",
+                    "a subject without wildcards, spaces or empty tokens, e.g. _INBOX_charts",
+                );
+            }
+        }
         Ok(())
+    }
+
+    /// The prefix of this client's reply subjects: `inbox_prefix`, else `_INBOX_<user>` for
+    /// the user given here or in the URL, else `_INBOX`.
+    pub fn inbox_prefix(&self) -> String {
+        if let Some(prefix) = &self.inbox_prefix {
+            return prefix.clone();
+        }
+        let user = match (&self.user, split_url_credentials(&self.url).1) {
+            (Some(user), _) => Some(user.clone()),
+            (None, Some(UrlCredentials::UserPassword(user, _))) => Some(user),
+            _ => None,
+        };
+        user.map_or_else(|| "_INBOX".to_string(), |u| format!("_INBOX_{u}"))
     }
 
     /// The URL(s) with user-info replaced: for logs.
@@ -275,12 +324,69 @@ impl Settings {
 }
 
 /// Connects with `settings`, logs connection events, and refuses servers older than
-/// [`MIN_SERVER`].
+/// [`MIN_SERVER`]. One attempt: a server that is not up yet is an error.
 pub async fn connect(settings: &Settings) -> Result<async_nats::Client, ConnectError> {
+    attempt(settings).await.map_err(Attempt::into_error)
+}
+
+/// Like [`connect`], but while no server answers (connection refused, timed out, name not
+/// resolved) it waits and tries again, [`RETRY_MIN`] doubling to [`RETRY_MAX`], logging
+/// each failure, until one answers or `shutdown` fires (then `Ok(None)`). Refused
+/// credentials, TLS failures and the server checks stop it at once.
+pub async fn connect_until(
+    settings: &Settings,
+    shutdown: &CancellationToken,
+) -> Result<Option<async_nats::Client>, ConnectError> {
+    let mut pause = RETRY_MIN;
+    for tries in 1u64.. {
+        let outcome = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            outcome = attempt(settings) => outcome,
+        };
+        match outcome {
+            Ok(client) => return Ok(Some(client)),
+            Err(Attempt::NotYet(e)) => {
+                tracing::warn!(tries, retry_in = ?pause, error = %e, "NATS not reachable yet; waiting");
+            }
+            Err(Attempt::Fatal(e)) => return Err(e),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(RETRY_MAX);
+    }
+    Ok(None) // the loop above never ends by itself
+}
+
+/// How one connection attempt failed.
+enum Attempt {
+    /// No server answered: worth another try.
+    NotYet(ConnectError),
+    /// Anything else: stop.
+    Fatal(ConnectError),
+}
+
+impl Attempt {
+    fn into_error(self) -> ConnectError {
+        match self {
+            Attempt::NotYet(e) | Attempt::Fatal(e) => e,
+        }
+    }
+}
+
+impl From<ConnectError> for Attempt {
+    fn from(e: ConnectError) -> Attempt {
+        Attempt::Fatal(e)
+    }
+}
+
+async fn attempt(settings: &Settings) -> Result<async_nats::Client, Attempt> {
     settings.check()?;
     let (url, in_url) = split_url_credentials(&settings.url);
     let mut opts = async_nats::ConnectOptions::new()
         .name(&settings.name)
+        .custom_inbox_prefix(settings.inbox_prefix())
         .connection_timeout(Duration::from_secs(5))
         .max_reconnects(None)
         .client_capacity(65_536)
@@ -345,13 +451,19 @@ pub async fn connect(settings: &Settings) -> Result<async_nats::Client, ConnectE
         .map(str::trim)
         .filter(|u| !u.is_empty())
         .collect();
-    let client = opts
-        .connect(servers)
-        .await
-        .map_err(|e| ConnectError::Unreachable {
+    let client = opts.connect(servers).await.map_err(|e| {
+        use async_nats::ConnectErrorKind as Kind;
+        let not_yet = matches!(e.kind(), Kind::Io | Kind::TimedOut | Kind::Dns);
+        let e = ConnectError::Unreachable {
             url: redact(&settings.url),
             reason: redact(&e.to_string()),
-        })?;
+        };
+        if not_yet {
+            Attempt::NotYet(e)
+        } else {
+            Attempt::Fatal(e)
+        }
+    })?;
     check_version(&client.server_info().version)?;
     Ok(client)
 }
@@ -453,5 +565,51 @@ mod tests {
         };
         assert!(s.check().is_ok());
         assert!(!format!("{s:?}").contains("secret"));
+    }
+
+    #[test]
+    fn each_user_replies_under_its_own_inbox() {
+        let mut s = Settings {
+            url: "nats://h".into(),
+            user: Some("charts".into()),
+            password: Some("p".into()),
+            ..Settings::default()
+        };
+        assert_eq!(s.inbox_prefix(), "_INBOX_charts");
+        s.inbox_prefix = Some("_INBOX_other".into());
+        assert_eq!(s.inbox_prefix(), "_INBOX_other");
+        assert!(s.check().is_ok());
+        for bad in ["", "_INBOX.*", "a..b", "_INBOX >", "x.>"] {
+            s.inbox_prefix = Some(bad.into());
+            let e = s.check().err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains("nats.inbox_prefix"), "{bad}: {e}");
+        }
+        let in_url = Settings {
+            url: "nats://gateway:pw@h:4222".into(),
+            ..Settings::default()
+        };
+        assert_eq!(in_url.inbox_prefix(), "_INBOX_gateway");
+        assert_eq!(Settings::default().inbox_prefix(), "_INBOX");
+    }
+
+    /// Nothing listens: `connect_until` keeps trying until shutdown, then says so with `None`.
+    #[tokio::test]
+    async fn connect_until_waits_for_a_server_and_hears_shutdown() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(1);
+        let s = Settings {
+            url: format!("nats://127.0.0.1:{port}"),
+            ..Settings::default()
+        };
+        assert!(connect(&s).await.is_err(), "one attempt fails");
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(RETRY_MAX).await;
+            stop.cancel();
+        });
+        assert!(matches!(connect_until(&s, &shutdown).await, Ok(None)));
     }
 }

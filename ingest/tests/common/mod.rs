@@ -478,7 +478,8 @@ pub fn password_file(dir: &std::path::Path, user: &str) -> PathBuf {
     path
 }
 
-/// A client connected as `user` (with its test password); the server's asynchronous errors,
+/// A client connected as `user` (with its test password and its own inbox prefix,
+/// `_INBOX_<user>`, as `deploy/accounts.conf` requires); the server's asynchronous errors,
 /// such as permission violations, arrive on the receiver.
 pub async fn connect_as(
     url: &str,
@@ -492,6 +493,7 @@ pub async fn connect_as(
         user.to_string(),
         password(user).to_string(),
     )
+    .custom_inbox_prefix(format!("_INBOX_{user}"))
     .event_callback(move |event| {
         let tx = tx.clone();
         async move {

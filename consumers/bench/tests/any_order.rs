@@ -1,0 +1,233 @@
+//! Start in any order: every service is started before nats-server, which comes up 5 s
+//! later with the shipped configuration (`deploy/nats-server.conf`, each service its own
+//! user); every one of them waits for it and comes up without a restart. The services run
+//! in this process through the same `run` functions their `main`s call (this crate is the
+//! one that already depends on all of them). Once up, the stack's `/metrics` must hold every
+//! metric that `deploy/monitoring/` (dashboard and alert rules) names.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use async_nats::jetstream;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const ENV: [(&str, &str); 6] = [
+    ("BSKY_NATS_INGEST_PASSWORD", "pIngestTest1"),
+    ("BSKY_NATS_CHARTS_PASSWORD", "pChartsTest1"),
+    ("BSKY_NATS_FEEDGEN_PASSWORD", "pFeedgenTest1"),
+    ("BSKY_NATS_GATEWAY_PASSWORD", "pGatewayTest1"),
+    ("BSKY_NATS_OPERATOR_PASSWORD", "pOperatorTest1"),
+    ("BSKY_NATS_SYS_PASSWORD", "pSysTest1"),
+];
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn nats_settings(url: &str, user: &str) -> service::nats::Settings {
+    let password = ENV
+        .iter()
+        .find(|(k, _)| k.contains(&user.to_uppercase()))
+        .map(|(_, v)| v.to_string());
+    service::nats::Settings {
+        url: url.into(),
+        user: Some(user.into()),
+        password,
+        name: user.into(),
+        ..Default::default()
+    }
+}
+
+/// `GET path`: (status, whole response); status 0 when nothing answers.
+async fn http_get(port: u16, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return (0, String::new());
+    };
+    let req = format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return (0, String::new());
+    }
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text).await;
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+async fn http_status(port: u16, path: &str) -> u16 {
+    http_get(port, path).await.0
+}
+
+/// The `bsky_…` metric names that a shipped monitoring file names.
+fn metrics_named_in(file: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(testkit::workspace_root().join(file)).expect(file);
+    let mut names: Vec<String> = text
+        .match_indices("bsky_")
+        .map(|(i, _)| {
+            text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect()
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+async fn until<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < PATIENCE, "{what}: not after {PATIENCE:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_service_started_before_nats_comes_up_without_a_restart() {
+    let conf = testkit::workspace_root().join("deploy/nats-server.conf");
+    let mut nats = testkit::NatsServer::start_with_config(conf, &ENV).expect("deploy config");
+    nats.stop(); // the port and the store stay: nothing listens there now
+    let url = nats.url();
+    let dir = tempfile::tempdir().expect("tmp");
+    let relay = staging::replay::spawn(
+        Arc::new(staging::fixtures::corpus().expect("corpus")),
+        Default::default(),
+    )
+    .await
+    .expect("relay");
+
+    let shutdown = CancellationToken::new();
+    let free = || testkit::free_port().expect("port");
+    let mut tasks: Vec<(&str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
+
+    let mut ingest = ingest::testing::config(&relay, &url);
+    ingest.nats = nats_settings(&url, "ingest");
+    let ingest_port = free();
+    ingest.metrics.listen = format!("127.0.0.1:{ingest_port}");
+    tasks.push((
+        "ingest",
+        tokio::spawn(ingest::run(ingest, shutdown.clone())),
+    ));
+
+    let mut charts = charts::config::Config {
+        nats: nats_settings(&url, "charts"),
+        ..Default::default()
+    };
+    charts.state.path = dir.path().join("charts.db");
+    let charts_port = free();
+    charts.http.listen = format!("127.0.0.1:{charts_port}");
+    tasks.push((
+        "charts",
+        tokio::spawn(charts::run(charts, kit::Start::Resume, shutdown.clone())),
+    ));
+
+    let mut feedgen = feedgen::config::Config {
+        nats: nats_settings(&url, "feedgen"),
+        ..Default::default()
+    };
+    feedgen.state.path = dir.path().join("feedgen.db");
+    let feedgen_port = free();
+    feedgen.http.listen = format!("127.0.0.1:{feedgen_port}");
+    feedgen.feeds = vec![feedgen::config::Feed {
+        name: "all".into(),
+        ..Default::default()
+    }];
+    tasks.push((
+        "feedgen",
+        tokio::spawn(feedgen::run(feedgen, kit::Start::Resume, shutdown.clone())),
+    ));
+
+    let mut gw = gateway::config::Config {
+        nats: nats_settings(&url, "gateway"),
+        ..Default::default()
+    };
+    gw.stream.mirror = Some(gateway::config::Mirror::default());
+    let gateway_port = free();
+    gw.http.listen = format!("127.0.0.1:{gateway_port}");
+    tasks.push(("gateway", tokio::spawn(gateway::run(gw, shutdown.clone()))));
+
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for (name, task) in &tasks {
+        assert!(!task.is_finished(), "{name} gave up while NATS was down");
+    }
+    nats.restart().expect("nats-server comes up");
+
+    let operator = async_nats::ConnectOptions::with_user_and_password(
+        "operator".into(),
+        "pOperatorTest1".into(),
+    )
+    .custom_inbox_prefix("_INBOX_operator")
+    .connect(&url)
+    .await
+    .expect("operator");
+    let js = jetstream::new(operator);
+    let stored = || async {
+        match js.get_stream("BSKY").await {
+            Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0) >= 152,
+            Err(_) => false,
+        }
+    };
+    until("ingest stores the corpus", stored).await;
+    until("ingest serves /metrics", || async {
+        http_status(ingest_port, "/metrics").await == 200
+    })
+    .await;
+    for durable in ["charts", "feedgen"] {
+        until(&format!("{durable} reads everything"), || async {
+            let Ok(stream) = js.get_stream("BSKY").await else {
+                return false;
+            };
+            match stream.consumer_info(durable).await {
+                Ok(c) => {
+                    c.delivered.stream_sequence > 0 && c.num_pending == 0 && c.num_ack_pending == 0
+                }
+                Err(_) => false,
+            }
+        })
+        .await;
+    }
+    until("charts serves /metrics", || async {
+        http_status(charts_port, "/metrics").await == 200
+    })
+    .await;
+    until("feedgen serves /healthz", || async {
+        http_status(feedgen_port, "/healthz").await == 200
+    })
+    .await;
+    until("the gateway serves /healthz", || async {
+        http_status(gateway_port, "/healthz").await == 200
+    })
+    .await;
+
+    // Every metric the dashboard and the alert rules name is exported by this stack.
+    let mut exported = String::new();
+    for port in [ingest_port, charts_port, feedgen_port, gateway_port] {
+        exported += &http_get(port, "/metrics").await.1;
+    }
+    for file in [
+        "deploy/monitoring/alerts.yml",
+        "deploy/monitoring/grafana-dashboard.json",
+    ] {
+        let names = metrics_named_in(file);
+        assert!(names.len() >= 5, "{file}: {names:?}");
+        for name in names {
+            let present = exported.lines().any(|l| {
+                l.strip_prefix(name.as_str())
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            });
+            assert!(present, "{file} names {name}, which no service exports");
+        }
+    }
+
+    shutdown.cancel();
+    for (name, task) in tasks {
+        task.await
+            .expect("task")
+            .unwrap_or_else(|e| panic!("{name} stopped on an error: {e:#}"));
+    }
+}
