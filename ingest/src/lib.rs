@@ -66,7 +66,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let client = client?;
     let max_payload = client.server_info().max_payload;
     info!(server = %client.server_info().version, max_payload, "connected to NATS");
-    service::nats::check_max_payload(&client, firehose::MAX_MESSAGE_BYTES)?;
+    service::nats::check_max_payload(&client, contract::limits::MAX_MESSAGE_BYTES)?;
     let js = publish::context(client.clone(), &config.publish);
 
     let Some(prepared) = unless_stopped(&shutdown, prepare(&config, &js, &shutdown)).await else {

@@ -15,8 +15,8 @@
 //! Reading it costs a few direct gets (at most one frame's ops), whatever the stream holds.
 
 use crate::cursor::{Position, Stored};
-use crate::publish::SEQ_HEADER;
 use async_nats::jetstream::stream::{DirectGetErrorKind, Info, Stream};
+use contract::header::SEQ as SEQ_HEADER;
 use tracing::{info, warn};
 
 /// Frames already in the stream, as far as the start goes.
@@ -71,7 +71,7 @@ async fn last_frame(
         return Ok(None);
     }
     let last = match stream
-        .direct_get_last_for_subject(crate::stream::all_subjects())
+        .direct_get_last_for_subject(contract::subject::ALL)
         .await
     {
         Ok(m) => m,
@@ -87,7 +87,7 @@ async fn last_frame(
     };
     let mut before = 0;
     let mut seq = last.sequence;
-    while before < firehose::MAX_OPS && seq > info.state.first_sequence {
+    while before < contract::limits::MAX_OPS && seq > info.state.first_sequence {
         seq -= 1;
         if frame_of(stream, seq).await? != Some(frame) {
             break;

@@ -43,7 +43,7 @@ use ack::{parse_ack, Ack, Failure, PERMANENT};
 use window::{Outgoing, Pending, Window, BACKOFF_MAX, BACKOFF_MIN, LABELS};
 
 /// Header carrying the relay seq of the frame a message came from.
-pub const SEQ_HEADER: &str = "Bsky-Seq";
+pub use contract::header::SEQ as SEQ_HEADER;
 
 /// The JetStream context for stream management and the benchmark's ceiling publisher:
 /// `ack_timeout` per request, at most the window plus one frame's ops awaiting acks.
