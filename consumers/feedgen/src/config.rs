@@ -374,7 +374,8 @@ impl Feed {
             }
         }
         for (j, r) in self.regex.iter().enumerate() {
-            if let Err(e) = regex::Regex::new(r) {
+            // Parsed here to name the key; compiled once, into the matcher's RegexSet.
+            if let Err(e) = regex_syntax::Parser::new().parse(r) {
                 return Err(ConfigError::key(&key(&format!("regex[{j}]")), e));
             }
         }
