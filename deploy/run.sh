@@ -148,6 +148,12 @@ cleanup() {
     started=()
     exit "$status"
 }
+# A shell cannot trap a signal that was ignored when it started, as SIGINT is in a
+# background job of a non-interactive shell (`nohup bash deploy/run.sh &` from a script):
+# then Ctrl-C cannot reach this script. Say so, and how to stop it instead.
+if [[ $(trap -p INT) == "trap -- '' SIGINT" ]]; then
+    say "started with SIGINT ignored (a background job?): stop it with SIGTERM (kill $$), or start it as 'env --default-signal=INT bash deploy/run.sh'"
+fi
 trap 'cleanup 130' INT
 trap 'cleanup 143' TERM
 trap 'cleanup 129' HUP

@@ -65,7 +65,8 @@ pub struct Stream {
     /// Drop the oldest messages beyond this many bytes; -1 = no limit.
     pub max_bytes: i64,
     pub replicas: usize,
-    /// Window in which the server drops a repeated `Nats-Msg-Id`.
+    /// The stream's de-duplication window, for other publishers: the ingestor sets no
+    /// message id (each publish is checked against the stream's last sequence instead).
     #[serde(with = "duration")]
     pub duplicate_window: Duration,
     /// "s2" or "none".
@@ -304,7 +305,7 @@ impl Config {
             Ok(_) => return bad("relay.url", "must start with ws:// or wss://"),
             Err(e) => return bad("relay.url", &e.to_string()),
         }
-        if self.relay.max_frame_bytes < firehose::MAX_FRAME_BYTES {
+        if self.relay.max_frame_bytes < contract::limits::MAX_FRAME_BYTES {
             return bad(
                 "relay.max_frame_bytes",
                 "must be at least the protocol maximum of 5000000 bytes",
@@ -347,7 +348,7 @@ impl Config {
         if self.publish.window == 0 {
             return bad("publish.window", "must be > 0");
         }
-        if self.publish.window_bytes < firehose::MAX_MESSAGE_BYTES {
+        if self.publish.window_bytes < contract::limits::MAX_MESSAGE_BYTES {
             return bad(
                 "publish.window_bytes",
                 "must hold at least one largest record (4000000)",

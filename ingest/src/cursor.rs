@@ -10,8 +10,9 @@
 //! when the stream holds nothing, and lets a start notice that the stream was recreated or
 //! lost messages the ingestor had stored.
 
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::{self, context::CreateKeyValueError, kv, stream};
 use serde::{Deserialize, Serialize};
+use service::telemetry::Chain;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -39,6 +40,43 @@ pub struct Stored {
     pub stream_created_us: Option<i64>,
 }
 
+/// Why the cursor could not be opened, read or stored. At start: stop and tell the
+/// operator (the bucket or the permissions are wrong). While running: warn and retry at the
+/// next save, the stream is still the truth about what is stored.
+#[derive(Debug, thiserror::Error)]
+pub enum CursorError {
+    /// The bucket does not exist and could not be created.
+    #[error("creating KV bucket {bucket}")]
+    CreateBucket {
+        /// `cursor.bucket`.
+        bucket: String,
+        /// What JetStream said.
+        #[source]
+        source: CreateKeyValueError,
+    },
+    /// The key could not be read.
+    #[error("reading cursor {key}")]
+    Read {
+        /// `cursor.key`.
+        key: String,
+        /// What JetStream said.
+        #[source]
+        source: kv::EntryError,
+    },
+    /// The record could not be serialised (a bug: it holds numbers and a string).
+    #[error("encoding the cursor record")]
+    Encode(#[source] serde_json::Error),
+    /// The key could not be written.
+    #[error("storing cursor {key}")]
+    Write {
+        /// `cursor.key`.
+        key: String,
+        /// What JetStream said.
+        #[source]
+        source: kv::PutError,
+    },
+}
+
 /// The KV key that holds the cursor.
 pub struct CursorStore {
     kv: kv::Store,
@@ -57,7 +95,7 @@ impl CursorStore {
         relay: &str,
         replicas: usize,
         stream_created_us: i64,
-    ) -> anyhow::Result<CursorStore> {
+    ) -> Result<CursorStore, CursorError> {
         let kv = open_bucket(js, bucket, replicas).await?;
         Ok(CursorStore {
             kv,
@@ -78,7 +116,7 @@ pub async fn open_bucket(
     js: &jetstream::Context,
     bucket: &str,
     replicas: usize,
-) -> anyhow::Result<kv::Store> {
+) -> Result<kv::Store, CursorError> {
     Ok(match js.get_key_value(bucket).await {
         Ok(kv) => kv,
         Err(_) => js
@@ -91,18 +129,24 @@ pub async fn open_bucket(
                 ..Default::default()
             })
             .await
-            .map_err(|e| anyhow::anyhow!("creating KV bucket {bucket}: {e}"))?,
+            .map_err(|source| CursorError::CreateBucket {
+                bucket: bucket.to_string(),
+                source,
+            })?,
     })
 }
 
 impl CursorStore {
     /// The stored record, if there is a readable one.
-    pub async fn load(&self) -> anyhow::Result<Option<Stored>> {
+    pub async fn load(&self) -> Result<Option<Stored>, CursorError> {
         let Some(raw) = self
             .kv
             .get(&self.key)
             .await
-            .map_err(|e| anyhow::anyhow!("reading cursor {}: {e}", self.key))?
+            .map_err(|source| CursorError::Read {
+                key: self.key.clone(),
+                source,
+            })?
         else {
             return Ok(None);
         };
@@ -115,17 +159,22 @@ impl CursorStore {
         }
     }
 
-    pub async fn save(&self, p: Position) -> anyhow::Result<()> {
+    /// Stores `p`.
+    pub async fn save(&self, p: Position) -> Result<(), CursorError> {
         let value = serde_json::to_vec(&Stored {
             relay_seq: p.relay_seq,
             stream_seq: p.stream_seq,
             relay: self.relay.clone(),
             stream_created_us: Some(self.stream_created_us),
-        })?;
+        })
+        .map_err(CursorError::Encode)?;
         self.kv
             .put(&self.key, value.into())
             .await
-            .map_err(|e| anyhow::anyhow!("storing cursor: {e}"))?;
+            .map_err(|source| CursorError::Write {
+                key: self.key.clone(),
+                source,
+            })?;
         Ok(())
     }
 
@@ -149,7 +198,7 @@ impl CursorStore {
             if now != saved {
                 match self.save(now).await {
                     Ok(()) => saved = now,
-                    Err(e) => warn!(error = %e, "could not store the cursor; will retry"),
+                    Err(e) => warn!(error = %Chain(&e), "could not store the cursor; will retry"),
                 }
             }
         }
@@ -157,7 +206,7 @@ impl CursorStore {
         if last != saved {
             match tokio::time::timeout(Duration::from_secs(2), self.save(last)).await {
                 Ok(Ok(())) => info!(cursor = ?last.relay_seq, "cursor stored"),
-                Ok(Err(e)) => warn!(error = %e, "could not store the final cursor"),
+                Ok(Err(e)) => warn!(error = %Chain(&e), "could not store the final cursor"),
                 Err(_) => warn!("timed out storing the final cursor"),
             }
         }

@@ -15,6 +15,7 @@
 
 use async_nats::jetstream::kv;
 use serde::{Deserialize, Serialize};
+use service::telemetry::{Chain, RateLimit};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -48,12 +49,13 @@ pub enum LeaseError {
         holder: String,
     },
     /// The bucket could not be read or written: retry.
-    #[error("lease {key}: {reason}")]
+    #[error("lease {key}: the KV bucket could not be read or written")]
     Kv {
         /// The key.
         key: String,
-        /// What failed.
-        reason: String,
+        /// What JetStream said (a read, create or update error of the KV store).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Shutdown came first.
     #[error("stopped while waiting for the lease")]
@@ -101,14 +103,14 @@ impl Lease {
                 .into()
         };
         let poll = (ttl / 10).max(Duration::from_millis(100));
-        let kv_err = |e: &dyn std::fmt::Display| LeaseError::Kv {
+        let kv_err = |e: Box<dyn std::error::Error + Send + Sync>| LeaseError::Kv {
             key: key.clone(),
-            reason: e.to_string(),
+            source: e,
         };
         // The revision being watched, and since when it has not moved.
         let mut watched: Option<(u64, Instant, String)> = None;
         loop {
-            let entry = kv.entry(&key).await.map_err(|e| kv_err(&e))?;
+            let entry = kv.entry(&key).await.map_err(|e| kv_err(e.into()))?;
             match entry {
                 Some(e) if e.operation == kv::Operation::Put => {
                     let holder = serde_json::from_slice::<Holder>(&e.value)
@@ -152,7 +154,7 @@ impl Lease {
                         });
                     }
                     Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(kv_err(&e)),
+                    Err(e) => return Err(kv_err(e.into())),
                 },
             }
             tokio::select! {
@@ -176,7 +178,7 @@ impl Lease {
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                 let entry = self.kv.entry(&self.key).await.map_err(|e| LeaseError::Kv {
                     key: self.key.clone(),
-                    reason: e.to_string(),
+                    source: e.into(),
                 })?;
                 let holder = match &entry {
                     Some(e) if e.operation == kv::Operation::Put => {
@@ -200,7 +202,7 @@ impl Lease {
             }
             Err(e) => Err(LeaseError::Kv {
                 key: self.key.clone(),
-                reason: e.to_string(),
+                source: e.into(),
             }),
         }
     }
@@ -208,7 +210,7 @@ impl Lease {
     /// Renews every `ttl / 3` until `shutdown`, then releases the lease so that a successor
     /// need not wait. Returns [`LeaseError::Lost`] as soon as the lease is found taken.
     pub async fn keep(mut self, shutdown: CancellationToken) -> Result<(), LeaseError> {
-        let mut last_warn: Option<Instant> = None;
+        let mut warnings = RateLimit::new(Duration::from_secs(5));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -218,9 +220,8 @@ impl Lease {
                 Ok(()) => {}
                 Err(lost @ LeaseError::Lost { .. }) => return Err(lost),
                 Err(e) => {
-                    if last_warn.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
-                        last_warn = Some(Instant::now());
-                        warn!(error = %e, "could not renew the lease; retrying");
+                    if let Some(suppressed) = warnings.allow() {
+                        warn!(error = %Chain(&e), suppressed, "could not renew the lease; retrying");
                     }
                 }
             }

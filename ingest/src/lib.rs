@@ -65,7 +65,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
     let max_payload = client.server_info().max_payload;
     info!(server = %client.server_info().version, max_payload, "connected to NATS");
-    service::nats::check_max_payload(&client, firehose::MAX_MESSAGE_BYTES)?;
+    service::nats::check_max_payload(&client, contract::limits::MAX_MESSAGE_BYTES)?;
     let js = publish::context(client.clone(), &config.publish);
     let path = publish::choose_path(&client.server_info().version, &config.publish);
 

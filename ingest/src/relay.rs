@@ -27,10 +27,10 @@ use crate::metrics::{Metrics, Reconnect};
 use crate::resume::StoredUntil;
 use firehose::{Control, Decoded, SkipReason};
 use futures_util::StreamExt;
-use rand::{rngs::SmallRng, Rng, SeedableRng};
+use service::backoff::Backoff;
 use service::nats::redact;
 use service::telemetry::RateLimit;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -338,57 +338,9 @@ impl Reader {
     }
 }
 
-/// Exponential backoff with jitter: each delay is drawn between `min / 2` and a ceiling
-/// that starts at `min` and doubles up to `max`.
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    current: Duration,
-    rng: SmallRng,
-}
-
-impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Self {
-        // Seeded per process, so several ingestors do not retry in lockstep.
-        let seed = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0x9e37_79b9, |d| d.as_nanos() as u64)
-            ^ u64::from(std::process::id()).rotate_left(32);
-        Backoff {
-            min,
-            max,
-            current: min,
-            rng: SmallRng::seed_from_u64(seed),
-        }
-    }
-
-    pub fn reset(&mut self) {
-        self.current = self.min;
-    }
-
-    pub fn next_delay(&mut self) -> Duration {
-        let ceiling = self.current;
-        self.current = (self.current * 2).min(self.max);
-        let span = ceiling.saturating_sub(self.min / 2).as_millis() as u64;
-        self.min / 2 + Duration::from_millis(self.rng.random_range(0..=span))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_to_the_ceiling_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
-        let delays: Vec<_> = (0..8).map(|_| b.next_delay()).collect();
-        assert!(delays
-            .iter()
-            .all(|d| *d >= Duration::from_millis(50) && *d <= Duration::from_millis(800)));
-        assert_eq!(b.current, Duration::from_millis(800));
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
-    }
 
     #[test]
     fn url_carries_the_cursor() {

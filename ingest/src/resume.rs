@@ -15,8 +15,8 @@
 //! Reading it costs a few direct gets (at most one frame's ops), whatever the stream holds.
 
 use crate::cursor::{Position, Stored};
-use crate::publish::SEQ_HEADER;
-use async_nats::jetstream::stream::{DirectGetErrorKind, Info, Stream};
+use async_nats::jetstream::stream::{DirectGetError, DirectGetErrorKind, Info, Stream};
+use contract::header::SEQ as SEQ_HEADER;
 use tracing::{info, warn};
 
 /// Frames already in the stream, as far as the start goes.
@@ -45,15 +45,21 @@ pub struct Start {
 
 /// Why the plan could not be made: JetStream did not answer (retry, or stop at start).
 #[derive(Debug, thiserror::Error)]
-#[error("reading the stream's last messages: {0}")]
-pub struct ResumeError(String);
+#[error("reading the stream's last messages (message {seq})")]
+pub struct ResumeError {
+    /// The stream sequence asked for (0: the last message of the stream).
+    pub seq: u64,
+    /// What JetStream said.
+    #[source]
+    pub source: DirectGetError,
+}
 
 /// The stream message at `seq`'s relay seq, `None` if it is gone or has no `Bsky-Seq`.
 async fn frame_of(stream: &Stream, seq: u64) -> Result<Option<i64>, ResumeError> {
     match stream.direct_get(seq).await {
         Ok(m) => Ok(relay_seq(&m.headers)),
         Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
-        Err(e) => Err(ResumeError(e.to_string())),
+        Err(source) => Err(ResumeError { seq, source }),
     }
 }
 
@@ -71,12 +77,12 @@ async fn last_frame(
         return Ok(None);
     }
     let last = match stream
-        .direct_get_last_for_subject(crate::stream::all_subjects())
+        .direct_get_last_for_subject(contract::subject::ALL)
         .await
     {
         Ok(m) => m,
         Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(ResumeError(e.to_string())),
+        Err(source) => return Err(ResumeError { seq: 0, source }),
     };
     let Some(frame) = relay_seq(&last.headers) else {
         warn!(
@@ -87,7 +93,7 @@ async fn last_frame(
     };
     let mut before = 0;
     let mut seq = last.sequence;
-    while before < firehose::MAX_OPS && seq > info.state.first_sequence {
+    while before < contract::limits::MAX_OPS && seq > info.state.first_sequence {
         seq -= 1;
         if frame_of(stream, seq).await? != Some(frame) {
             break;

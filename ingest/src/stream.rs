@@ -13,7 +13,7 @@ use async_nats::jetstream::{self, stream};
 
 /// The subject filter of everything the ingestor publishes.
 pub fn all_subjects() -> String {
-    format!("{}.>", firehose::SUBJECT_PREFIX)
+    format!("{}.>", contract::subject::PREFIX)
 }
 
 /// Why the stream cannot be used. Each one means: stop, and tell the operator.

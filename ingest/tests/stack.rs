@@ -6,8 +6,15 @@
 //!
 //! The binaries are the ones this test run built (`target/debug`), passed as
 //! `BSKY_BIN_DIR`, so the script does not build the workspace again. Every port is a free
-//! one, and the "live relay" is a loopback port nothing listens on: no traffic leaves the
-//! machine.
+//! one outside the kernel's ephemeral range (`testkit::free_port`), so no outgoing
+//! connection takes it between the test choosing it and run.sh's service binding it; the
+//! "live relay" is a loopback port nothing listens on: no traffic leaves the machine.
+//!
+//! Ctrl-C is SIGINT, and a shell cannot trap a signal that was ignored when it started:
+//! a suite started in the background (`nohup bash deploy/test.sh &`) inherits SIGINT as
+//! ignored. So the script is started through `env --default-signal=INT`, which gives it
+//! the default disposition back before bash starts, as a terminal's shell would have it
+//! ([`sigint_reaches_a_script_even_when_the_suite_ignores_it`] proves the wrapper).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
@@ -96,6 +103,44 @@ fn marked_processes(marker: &str) -> Vec<u32> {
     found
 }
 
+/// `bash`, with SIGINT at its default disposition whatever this process inherited, so the
+/// script's `trap ... INT` takes effect (bash cannot trap a signal ignored at its start).
+fn interruptible_bash() -> Command {
+    let mut cmd = Command::new("env");
+    cmd.args(["--default-signal=INT", "bash"]);
+    cmd
+}
+
+/// A script that traps SIGINT and sends it to itself, started from a parent that ignores
+/// SIGINT (as a background job's does): the trap fires only through
+/// [`interruptible_bash`]; started plainly, the signal is lost and the script runs on.
+#[test]
+fn sigint_reaches_a_script_even_when_the_suite_ignores_it() {
+    const SCRIPT: &str = "trap 'exit 42' INT; kill -INT $$; exit 0";
+    let ignoring_parent = |args: &[&str]| {
+        Command::new("bash")
+            .args(["-c", "trap '' INT; exec \"$@\"", "_"])
+            .args(args)
+            .status()
+            .expect("bash")
+            .code()
+    };
+    assert_eq!(
+        ignoring_parent(&["bash", "-c", SCRIPT]),
+        Some(0),
+        "plain bash under an ignored SIGINT cannot trap it"
+    );
+    let wrapped = interruptible_bash();
+    let mut args: Vec<&str> = vec![wrapped.get_program().to_str().expect("utf-8")];
+    args.extend(wrapped.get_args().map(|a| a.to_str().expect("utf-8")));
+    args.extend(["-c", SCRIPT]);
+    assert_eq!(
+        ignoring_parent(&args),
+        Some(42),
+        "the wrapper restores SIGINT"
+    );
+}
+
 /// The status code of `GET path` on 127.0.0.1:`port`.
 fn http_status(port: u16, path: &str) -> Option<u16> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -154,7 +199,7 @@ async fn main_command_falls_back_to_staging_brings_up_the_stack_and_ctrl_c_leave
     let nowhere = free_port(); // the "live relay": nothing listens there
     let consumer_ports: Vec<u16> = CONSUMERS.iter().map(|_| free_port()).collect();
     let file = std::fs::File::create(&log).expect("log");
-    let mut cmd = Command::new("bash");
+    let mut cmd = interruptible_bash();
     cmd.arg(testkit::workspace_root().join("deploy/run.sh"))
         .env("BSKY_STACK_DIR", &state)
         .env("BSKY_BIN_DIR", &bins)

@@ -160,7 +160,7 @@ impl Default for Config {
             },
             consumer: Consumer {
                 durable: "feedgen".into(),
-                subjects: vec!["bsky.app.bsky.feed.post".into()],
+                subjects: vec![crate::SUBJECT.into()],
                 // A commit writes every B-tree page its batch touched: in a catch-up,
                 // bigger batches write each page once for more posts (live, batches are
                 // as small as the traffic, `linger` bounds the wait).
@@ -276,7 +276,7 @@ impl Config {
             ("service.did", &self.service.did),
             ("service.publisher_did", &self.service.publisher_did),
         ] {
-            if let Some(d) = did.as_deref().filter(|d| !firehose::syntax::is_did(d)) {
+            if let Some(d) = did.as_deref().filter(|d| contract::Did::parse(d).is_err()) {
                 return Err(ConfigError::key(key, format!("{d:?} is not a DID")));
             }
         }
@@ -356,7 +356,7 @@ impl Config {
 impl Feed {
     fn check(&self, at: &str) -> Result<(), ConfigError> {
         let key = |k: &str| format!("{at}.{k}");
-        if !firehose::syntax::is_record_key(&self.name) || self.name.len() > 64 {
+        if contract::Rkey::parse(&self.name).is_err() || self.name.len() > 64 {
             return Err(ConfigError::key(
                 &key("name"),
                 format!(
@@ -374,7 +374,8 @@ impl Feed {
             }
         }
         for (j, r) in self.regex.iter().enumerate() {
-            if let Err(e) = regex::Regex::new(r) {
+            // Parsed here to name the key; compiled once, into the matcher's RegexSet.
+            if let Err(e) = regex_syntax::Parser::new().parse(r) {
                 return Err(ConfigError::key(&key(&format!("regex[{j}]")), e));
             }
         }
@@ -391,7 +392,7 @@ impl Feed {
             ("authors_deny", &self.authors_deny),
         ] {
             for (j, d) in list.iter().enumerate() {
-                if !firehose::syntax::is_did(d) {
+                if contract::Did::parse(d).is_err() {
                     return Err(ConfigError::key(
                         &key(&format!("{k}[{j}]")),
                         format!("{d:?} is not a DID"),

@@ -34,7 +34,7 @@ use tracing::info;
 /// Prefix of the metrics (`bsky_feedgen_messages_total`, …).
 pub const METRICS_PREFIX: &str = "bsky_feedgen";
 /// The only subject feedgen reads.
-pub const SUBJECT: &str = "bsky.app.bsky.feed.post";
+pub const SUBJECT: &str = contract::subject::POSTS;
 
 /// Runs the consumer and the HTTP server until `shutdown` fires (or the consumer stops on
 /// an error, which stops the HTTP server too).

@@ -57,6 +57,6 @@ impl Handler for Langs {
 #[tokio::main]
 async fn main() -> Result<(), kit::Error> {
     let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-    let opts = kit::Options::new("langs", &["bsky.app.bsky.feed.post"]);
+    let opts = kit::Options::new("langs", &[contract::subject::POSTS]);
     kit::run_with_signals(&url, opts, Langs).await
 }

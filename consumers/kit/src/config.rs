@@ -20,7 +20,7 @@ pub struct Consumer {
     pub stream: String,
     /// Name of this service's durable pull consumer on the stream.
     pub durable: String,
-    /// Subject filters (`subjects.md`), e.g. `["bsky.app.bsky.feed.post"]`.
+    /// Subject filters (`subjects.md`, `contract::subject`), e.g. `["bsky.app.bsky.feed.post"]`.
     pub subjects: Vec<String>,
     /// Most messages applied in one SQLite transaction.
     pub batch: usize,
@@ -53,7 +53,7 @@ impl Default for Consumer {
         Consumer {
             stream: "BSKY".into(),
             durable: "consumer".into(),
-            subjects: vec![crate::seek::ALL.into()],
+            subjects: vec![contract::subject::ALL.into()],
             batch: 1000,
             linger: Duration::from_millis(50),
             max_ack_pending: 10_000,
@@ -238,15 +238,8 @@ impl Consumer {
             ));
         }
         for s in &self.subjects {
-            let tokens: Vec<&str> = s.split('.').collect();
-            let bad_token = tokens.iter().enumerate().any(|(i, t)| {
-                t.is_empty() || t.contains([' ', '\t']) || (*t == ">" && i + 1 != tokens.len())
-            });
-            if bad_token || tokens.first() != Some(&"bsky") {
-                return Err(ConfigError::key(
-                    "consumer.subjects",
-                    format!("{s:?} is not a subject filter under bsky. (see subjects.md)"),
-                ));
+            if let Err(e) = contract::subject::Filter::parse(s) {
+                return Err(ConfigError::key("consumer.subjects", e.to_string()));
             }
         }
         if self.batch == 0 {

@@ -23,14 +23,15 @@ use async_nats::jetstream::stream::Stream;
 
 /// JetStream refused or failed a consumer operation: retry later, or stop if it persists.
 #[derive(Debug, thiserror::Error)]
-#[error("durable consumer {durable}: {what}: {reason}")]
+#[error("durable consumer {durable}: {what}")]
 pub struct ConsumerError {
     /// The durable's name.
     pub durable: String,
     /// What was being done.
     pub what: &'static str,
-    /// The server's or the client's reason.
-    pub reason: String,
+    /// The server's or the client's error.
+    #[source]
+    pub source: crate::handler::BoxError,
 }
 
 /// Our configuration of the durable, delivering from `start` (a stream sequence).
@@ -93,10 +94,10 @@ pub async fn open(
     position: u64,
     force_new: bool,
 ) -> Result<(PullConsumer, Opened), ConsumerError> {
-    let err = |what: &'static str, e: &dyn std::fmt::Display| ConsumerError {
+    let err = |what: &'static str, e: crate::handler::BoxError| ConsumerError {
         durable: cfg.durable.clone(),
         what,
-        reason: e.to_string(),
+        source: e,
     };
     let want = desired(cfg, position + 1);
     match stream.consumer_info(&cfg.durable).await {
@@ -109,7 +110,7 @@ pub async fn open(
                 let c: PullConsumer = stream
                     .get_consumer(&cfg.durable)
                     .await
-                    .map_err(|e| err("binding", &e))?;
+                    .map_err(|e| err("binding", e.into()))?;
                 tracing::info!(durable = %cfg.durable, position, delivered = info.delivered.stream_sequence, "bound the durable consumer");
                 return Ok((
                     c,
@@ -128,15 +129,15 @@ pub async fn open(
             stream
                 .delete_consumer(&cfg.durable)
                 .await
-                .map_err(|e| err("deleting", &e))?;
+                .map_err(|e| err("deleting", e.into()))?;
         }
         Err(e) if e.kind() == async_nats::jetstream::context::ConsumerInfoErrorKind::NotFound => {}
-        Err(e) => return Err(err("reading its info", &e)),
+        Err(e) => return Err(err("reading its info", e.into())),
     }
     let c = stream
         .create_consumer(want)
         .await
-        .map_err(|e| err("creating", &e))?;
+        .map_err(|e| err("creating", e.into()))?;
     tracing::info!(durable = %cfg.durable, from_seq = position + 1, "created the durable consumer");
     Ok((c, Opened::Created))
 }

@@ -18,7 +18,8 @@
 //! - [`status`]: lag in messages and in event time, and losses to the stream's retention;
 //! - [`metrics`]: `<prefix>_messages_total{outcome}`, `_poison_total{reason}`,
 //!   `_lag_messages`, `_lag_seconds`, `_acks_pending`, `_retention_lost_messages_total`…;
-//! - [`event`]: the payloads of `subjects.md` as typed, borrowed values, parsed once.
+//! - [`event`]: the payloads of `subjects.md` as typed, borrowed values, parsed once
+//!   (`contract::event`, re-exported here so `kit::event::Event` keeps working).
 //!
 //! A whole consumer (`examples/langs.rs`, posts per language per day):
 //!
@@ -31,14 +32,15 @@
 //! #   fn handle(&mut self, _: &Transaction<'_>, _: &Msg<'_>) -> Result<(), HandleError> { Ok(()) }
 //! # }
 //! # async fn f() -> Result<(), kit::Error> {
-//! let opts = kit::Options::new("langs", &["bsky.app.bsky.feed.post"]);
+//! let opts = kit::Options::new("langs", &[contract::subject::POSTS]);
 //! kit::run_with_signals("nats://127.0.0.1:4222", opts, Langs).await
 //! # }
 //! ```
 
 pub mod config;
 pub mod consumer;
-pub mod event;
+/// The payload types of the contract crate (`contract::event`).
+pub use contract::event;
 pub mod handler;
 pub mod metrics;
 pub mod run;

@@ -11,8 +11,9 @@
 //!
 //! **Order.** Messages are applied in stream order, so the committed position means
 //! "everything matching up to here is applied". A transient failure NAKs the batch with a
-//! delay (growing to `retry_max`); messages that arrive meanwhile with a higher sequence
-//! are NAKed too and held back until the lower ones have come again and been applied.
+//! delay (`service::backoff`: jittered, growing to `retry_max`); messages that arrive
+//! meanwhile with a higher sequence are NAKed too and held back until the lower ones have
+//! come again and been applied.
 //! When that does not happen in time, or a delivery went missing (a gap in the consumer's
 //! delivery sequence, e.g. lost in a reconnect), the loop *rewinds*: the durable consumer is
 //! recreated at the committed position + 1.
@@ -23,7 +24,7 @@
 
 use crate::config::{self, Start};
 use crate::consumer::{self, ConsumerError, Opened};
-use crate::handler::{Handler, Rebuild};
+use crate::handler::{BoxError, Handler, Rebuild};
 use crate::metrics::{Metrics, Outcome, ReasonLabel, Rewind};
 use crate::state::{self, Position, StateError};
 use crate::status::{Progress, Tracker};
@@ -33,6 +34,8 @@ use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::{self, stream::Stream};
 use futures_util::StreamExt;
+use service::backoff::Backoff;
+use service::telemetry::Chain;
 use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -65,19 +68,23 @@ pub enum RunError {
     #[error(transparent)]
     Consumer(#[from] ConsumerError),
     /// The stream cannot be read.
-    #[error("stream {stream}: {reason}")]
+    #[error("stream {stream}")]
     Stream {
         /// Its name.
         stream: String,
-        /// Why.
-        reason: String,
+        /// What JetStream said.
+        #[source]
+        source: BoxError,
     },
     /// `--from-time` cannot be honoured.
     #[error("--from-time: {0}")]
     Rebuild(String),
     /// The handler panicked (a bug); nothing of its batch was committed.
-    #[error("the handler panicked: {0}")]
-    Panicked(String),
+    #[error("the handler panicked")]
+    Panicked(#[source] tokio::task::JoinError),
+    /// A panic in an earlier batch took the worker with it (a bug).
+    #[error("the worker was lost to an earlier panic")]
+    WorkerLost,
 }
 
 /// Runs `handler` over the stream until `shutdown` fires. `progress` receives the position
@@ -116,7 +123,7 @@ pub async fn run<H: Handler>(
     };
     let info = stream.get_info().await.map_err(|e| RunError::Stream {
         stream: cfg.stream.clone(),
-        reason: e.to_string(),
+        source: e.into(),
     })?;
     let created = info.created.unix_timestamp_nanos().to_string();
     let state = info.state;
@@ -153,7 +160,7 @@ pub async fn run<H: Handler>(
             }
             .map_err(|e| RunError::Stream {
                 stream: cfg.stream.clone(),
-                reason: e.to_string(),
+                source: e.into(),
             })?;
             let start = seek.unwrap_or(u64::MAX).min(worker.position.seq + 1);
             tracing::warn!(
@@ -199,7 +206,7 @@ pub async fn run<H: Handler>(
             Opened::Created => 0,
         },
         owed: BTreeSet::new(),
-        retry: opts.consumer.retry_min,
+        retry: Backoff::new(opts.consumer.retry_min, opts.consumer.retry_max),
         last_progress: Instant::now(),
         tracker,
     };
@@ -212,7 +219,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, RunError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| RunError::Panicked(e.to_string()))
+        .map_err(RunError::Panicked)
 }
 
 async fn rebuild<H: Handler>(
@@ -333,8 +340,8 @@ struct Loop<H> {
     last_delivery: u64,
     /// NAKed messages that must be applied before anything above them.
     owed: BTreeSet<u64>,
-    /// The next NAK delay.
-    retry: Duration,
+    /// The NAK delays: from `retry_min`, growing to `retry_max`, reset by a commit.
+    retry: Backoff,
     /// When the position last moved.
     last_progress: Instant,
     tracker: Tracker,
@@ -499,7 +506,7 @@ impl<H: Handler> Loop<H> {
             })
             .collect();
         let Some(mut worker) = self.worker.take() else {
-            return Err(RunError::Panicked("the worker was lost".into()));
+            return Err(RunError::WorkerLost);
         };
         let (worker, result) = blocking(move || {
             let r = worker.apply(&raws);
@@ -535,7 +542,7 @@ impl<H: Handler> Loop<H> {
                 self.metrics
                     .position
                     .set(i64::try_from(position.seq).unwrap_or(i64::MAX));
-                self.retry = self.cfg.retry_min;
+                self.retry.reset();
                 self.last_progress = Instant::now();
                 self.progress.send_modify(|p| {
                     p.seq = position.seq;
@@ -543,12 +550,11 @@ impl<H: Handler> Loop<H> {
                 });
             }
             Err(ApplyError::Transient(e)) => {
-                let delay = self.retry;
-                tracing::warn!(error = %e, first_seq = seq_of(&batch[0]), messages = batch.len(), ?delay,
+                let delay = self.retry.next_delay();
+                tracing::warn!(error = %Chain(e.as_ref()), first_seq = seq_of(&batch[0]), messages = batch.len(), ?delay,
                     "batch rolled back; NAKed to come again after the delay");
                 self.metrics.transient_failures.inc();
                 self.nak(&batch, delay).await;
-                self.retry = (self.retry * 2).min(self.cfg.retry_max);
                 tokio::select! {
                     _ = self.shutdown.cancelled() => {}
                     _ = tokio::time::sleep(delay) => {}
@@ -615,10 +621,10 @@ impl<H: Handler> Loop<H> {
                     return Ok(());
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "rewind failed; retrying");
+                    tracing::warn!(error = %Chain(&e), "rewind failed; retrying");
                     tokio::select! {
                         _ = self.shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(self.retry) => {}
+                        _ = tokio::time::sleep(self.retry.next_delay()) => {}
                     }
                 }
             }

@@ -23,21 +23,31 @@
 use async_nats::jetstream::stream::Stream;
 
 /// Subject filter matching every message of the stream.
-pub const ALL: &str = "bsky.>";
+pub use contract::subject::ALL;
 
 /// Why a seek failed: JetStream could not be asked (retry later) or a payload had no
 /// `time_us` (the stream holds something else than the contract's events: stop).
 #[derive(Debug, thiserror::Error)]
 pub enum SeekError {
-    /// Stream info or a direct get failed.
-    #[error("reading the stream: {0}")]
-    JetStream(String),
+    /// The stream's state could not be read: retry later.
+    #[error("reading the stream's state")]
+    Info(#[source] async_nats::jetstream::stream::InfoError),
+    /// A direct get failed: retry later.
+    #[error("reading the first message at or after {from}")]
+    Get {
+        /// The probed stream sequence.
+        from: u64,
+        /// What JetStream said.
+        #[source]
+        source: async_nats::jetstream::stream::DirectGetError,
+    },
     /// The message at this stream sequence has no readable `time_us`.
-    #[error("message {seq} has no event time: {source}")]
+    #[error("message {seq} has no event time")]
     NoTime {
         /// Its stream sequence.
         seq: u64,
         /// The parser's error.
+        #[source]
         source: crate::event::EventError,
     },
 }
@@ -55,7 +65,7 @@ async fn probe(stream: &Stream, from: u64) -> Result<Option<(u64, i64)>, SeekErr
             Ok(Some((m.sequence, t)))
         }
         Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
-        Err(e) => Err(SeekError::JetStream(e.to_string())),
+        Err(source) => Err(SeekError::Get { from, source }),
     }
 }
 
@@ -63,11 +73,7 @@ async fn probe(stream: &Stream, from: u64) -> Result<Option<(u64, i64)>, SeekErr
 /// when every stored message is older (start at the live tail). A time older than the
 /// stream's first message gives the first message.
 pub async fn seq_at_time(stream: &Stream, time_us: i64) -> Result<Option<u64>, SeekError> {
-    let state = stream
-        .get_info()
-        .await
-        .map_err(|e| SeekError::JetStream(e.to_string()))?
-        .state;
+    let state = stream.get_info().await.map_err(SeekError::Info)?.state;
     if state.messages == 0 {
         return Ok(None);
     }

@@ -3,7 +3,7 @@
 //! Where it sits: `relay (WebSocket) → **firehose::decode** → publish → JetStream`.
 //!
 //! One `com.atproto.sync.subscribeRepos` frame (bytes) goes in; ready-to-publish messages
-//! come out: NATS subject, `Nats-Msg-Id`, and the Jetstream-v1-shaped JSON payload. No
+//! come out: NATS subject and the Jetstream-v1-shaped JSON payload. No
 //! runtime, no sockets, no clock: the same bytes always give the same messages, which is
 //! what lets it be fuzzed, benchmarked alone, and replayed at any speed with the same result.
 //!
@@ -22,7 +22,9 @@
 //! `ingest/staging/tests/decoder_*.rs`; the criterion bench in `ingest/bench/benches`.
 //!
 //! The contract (subjects, ids, payload shapes) is written down in `subjects.md` at the
-//! root of the repository; `tests/contract.rs` keeps the two in step.
+//! root of the repository and named in code by the `contract` crate (subjects, protocol
+//! limits, validated identifiers), which this crate builds on; `tests/contract.rs` keeps
+//! the two in step.
 
 pub mod car;
 pub mod cbor;
@@ -35,6 +37,7 @@ pub mod syntax;
 mod time;
 pub mod varint;
 
+use contract::{subject, Did, Nsid, Rkey};
 use serde::Deserialize;
 
 pub use id::event_id;
@@ -42,20 +45,10 @@ pub use model::{Action, Control, Decoded, Event, Kind, Message, Skip};
 pub use skip::{FrameError, SkipReason};
 pub use time::parse_rfc3339_micros;
 
-/// Prefix of every subject this pipeline publishes on.
-pub const SUBJECT_PREFIX: &str = "bsky";
-/// Protocol maximum size of one frame (lexicon `subscribeRepos`).
-pub const MAX_FRAME_BYTES: usize = 5_000_000;
-/// Protocol maximum size of a commit's `blocks` CAR slice.
-pub const MAX_BLOCKS_BYTES: usize = 2_000_000;
-/// Protocol maximum number of ops in one commit.
-pub const MAX_OPS: usize = 200;
-/// The largest message the ingestor must be able to publish: a record block of the
-/// protocol's maximum size as JSON (byte strings grow by a third as base64, text stays
-/// about the same). A pathological record above it (e.g. megabytes of control characters,
-/// each escaped as six bytes) is skipped as `too_large_for_nats` when it exceeds the
-/// server's `max_payload`.
-pub const MAX_MESSAGE_BYTES: usize = 2 * MAX_BLOCKS_BYTES;
+/// The protocol maxima, from the contract crate.
+pub use contract::limits::{MAX_BLOCKS_BYTES, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, MAX_OPS};
+/// Prefix of every subject this pipeline publishes on (`contract::subject::PREFIX`).
+pub use contract::subject::PREFIX as SUBJECT_PREFIX;
 
 #[derive(Deserialize)]
 struct Header<'a> {
@@ -179,10 +172,9 @@ fn event_time(time: &str) -> Result<i64, FrameError> {
 }
 
 fn check_did(did: &str) -> Result<(), FrameError> {
-    if syntax::is_did(did) {
-        Ok(())
-    } else {
-        Err(FrameError::Did(did.to_string()))
+    match Did::parse(did) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(FrameError::Did(did.to_string())),
     }
 }
 
@@ -215,7 +207,12 @@ fn decode_event(t: &str, body: &[u8]) -> Result<Decoded, FrameError> {
         seq: head.seq,
         time_us,
         messages: vec![Message {
-            subject: format!("{SUBJECT_PREFIX}.{}", kind.as_str()),
+            subject: match kind {
+                Kind::Identity => subject::IDENTITY,
+                Kind::Account => subject::ACCOUNT,
+                _ => subject::SYNC,
+            }
+            .to_string(),
             payload,
             action,
         }],
@@ -265,10 +262,8 @@ fn commit_op(
     time_us: i64,
 ) -> Result<Message, SkipReason> {
     let (collection, rkey) = op.path.split_once('/').ok_or(SkipReason::BadPath)?;
-    let collection = syntax::Nsid::parse(collection).ok_or(SkipReason::InvalidCollection)?;
-    if !syntax::is_record_key(rkey) {
-        return Err(SkipReason::InvalidRkey);
-    }
+    let collection = Nsid::parse(collection).map_err(|_| SkipReason::InvalidCollection)?;
+    Rkey::parse(rkey).map_err(|_| SkipReason::InvalidRkey)?;
     let action = match op.action {
         "create" => Action::Create,
         "update" => Action::Update,
@@ -293,6 +288,7 @@ fn commit_op(
         }
     };
 
+    let subject = subject::collection(collection);
     let collection = collection.as_str();
     let size = record.and_then(|r| r.1).map_or(0, |d| d.len() * 2);
     let mut p = Vec::with_capacity(192 + size + c.repo.len() + op.path.len());
@@ -320,19 +316,8 @@ fn commit_op(
     p.extend_from_slice(b"}}");
 
     Ok(Message {
-        subject: format!("{SUBJECT_PREFIX}.{collection}"),
+        subject,
         payload: p,
         action,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nsid_is_the_subject_tail() {
-        assert!(syntax::Nsid::parse("app.bsky.feed.post").is_some());
-        assert!(syntax::Nsid::parse("identity").is_none());
-    }
 }

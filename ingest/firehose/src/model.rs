@@ -2,8 +2,8 @@
 //! publish [`Message`]s, [`Control`] frames, and the [`Kind`]s and [`Action`]s that label
 //! metrics.
 
+use crate::event_id;
 use crate::skip::{FrameError, SkipReason};
-use crate::{event_id, SUBJECT_PREFIX};
 
 /// The kind of a frame, from its header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,10 +95,9 @@ impl Message {
     /// The record collection, for record ops.
     pub fn collection(&self) -> Option<&str> {
         match self.action {
-            Action::Create | Action::Update | Action::Delete => self
-                .subject
-                .strip_prefix(SUBJECT_PREFIX)
-                .and_then(|s| s.strip_prefix('.')),
+            Action::Create | Action::Update | Action::Delete => {
+                contract::subject::collection_of(&self.subject).map(|c| c.as_str())
+            }
             _ => None,
         }
     }

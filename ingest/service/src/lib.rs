@@ -12,8 +12,10 @@
 //! - [`telemetry`]: structured logging (text or JSON) and the Prometheus `/metrics` route;
 //! - [`shutdown`]: SIGTERM / SIGINT cancel one token; a second signal exits at once;
 //! - [`process`]: a binary's `main` around its `run(config, shutdown)`: exit codes,
-//!   logging, the runtime.
+//!   logging, the runtime;
+//! - [`backoff`]: the retry delay, exponential with jitter.
 
+pub mod backoff;
 pub mod config;
 pub mod nats;
 pub mod process;

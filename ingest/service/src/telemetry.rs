@@ -118,3 +118,35 @@ impl RateLimit {
         Some(std::mem::take(&mut self.suppressed))
     }
 }
+
+/// An error and its causes, `outer: inner: root`, for a log field (`error = %Chain(&e)`):
+/// error types keep their cause as a `source` and leave it out of their own message, so
+/// `%e` alone would drop it.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(e) = source {
+            write!(f, ": {e}")?;
+            source = e.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::Chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("storing the cursor")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn every_cause_is_written() {
+        let e = Outer(std::io::Error::other("timed out"));
+        assert_eq!(Chain(&e).to_string(), "storing the cursor: timed out");
+    }
+}

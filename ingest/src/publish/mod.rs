@@ -79,7 +79,7 @@ use batch::{Answer, Op, Open};
 use window::{Outgoing, Pending, Window, BACKOFF_MIN, LABELS};
 
 /// Header carrying the relay seq of the frame a message came from.
-pub const SEQ_HEADER: &str = "Bsky-Seq";
+pub use contract::header::SEQ as SEQ_HEADER;
 
 /// JetStream's code for "batch publish not enabled on stream".
 const BATCH_DISABLED: u64 = 10205;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use crate::frame::{self, FrameKind, FrameMeta};
-use crate::MAX_FRAME_BYTES;
+use crate::MAX_RECEIVED_FRAME_BYTES;
 
 /// The four bytes that open a zstd frame.
 pub const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
@@ -50,7 +50,7 @@ pub enum CaptureError {
         /// Bytes left.
         remaining: usize,
     },
-    /// A length prefix larger than [`MAX_FRAME_BYTES`].
+    /// A length prefix larger than [`MAX_RECEIVED_FRAME_BYTES`].
     #[error("frame {index} at byte {offset}: length {len} exceeds the {max}-byte limit")]
     TooLarge {
         /// 0-based frame index.
@@ -142,12 +142,12 @@ impl Capture {
                 });
             };
             let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
-            if len > MAX_FRAME_BYTES {
+            if len > MAX_RECEIVED_FRAME_BYTES {
                 return Err(CaptureError::TooLarge {
                     index,
                     offset: pos,
                     len,
-                    max: MAX_FRAME_BYTES,
+                    max: MAX_RECEIVED_FRAME_BYTES,
                 });
             }
             if len > remaining - 4 {
@@ -171,12 +171,12 @@ impl Capture {
             .into_iter()
             .enumerate()
             .map(|(index, bytes)| {
-                if bytes.len() > MAX_FRAME_BYTES {
+                if bytes.len() > MAX_RECEIVED_FRAME_BYTES {
                     return Err(CaptureError::TooLarge {
                         index,
                         offset: 0,
                         len: bytes.len(),
-                        max: MAX_FRAME_BYTES,
+                        max: MAX_RECEIVED_FRAME_BYTES,
                     });
                 }
                 Ok(Self::frame(bytes))
@@ -344,14 +344,14 @@ impl<W: Write> CaptureWriter<W> {
         })
     }
 
-    /// Appends one frame. Frames larger than [`MAX_FRAME_BYTES`] are refused.
+    /// Appends one frame. Frames larger than [`MAX_RECEIVED_FRAME_BYTES`] are refused.
     pub fn write_frame(&mut self, frame: &[u8]) -> Result<(), CaptureError> {
-        if frame.len() > MAX_FRAME_BYTES {
+        if frame.len() > MAX_RECEIVED_FRAME_BYTES {
             return Err(CaptureError::TooLarge {
                 index: self.frames as usize,
                 offset: self.bytes as usize,
                 len: frame.len(),
-                max: MAX_FRAME_BYTES,
+                max: MAX_RECEIVED_FRAME_BYTES,
             });
         }
         let prefix = (frame.len() as u32).to_le_bytes();

@@ -216,7 +216,7 @@ pub fn capture(frames: &[Vec<u8>]) -> Vec<u8> {
     };
     for f in frames {
         if w.write_frame(f).is_err() {
-            return Vec::new(); // only a frame above MAX_FRAME_BYTES fails: tests see it empty
+            return Vec::new(); // only a frame above MAX_RECEIVED_FRAME_BYTES fails: tests see it empty
         }
     }
     w.finish().unwrap_or_default()

@@ -64,5 +64,8 @@ pub mod time;
 pub const SUBSCRIBE_REPOS_PATH: &str = "/xrpc/com.atproto.sync.subscribeRepos";
 
 /// Largest frame accepted when reading a capture or receiving a WebSocket message: the
-/// protocol's 5 MiB frame limit plus 1 MiB of slack. Checked before any allocation.
-pub const MAX_FRAME_BYTES: usize = 6 * 1024 * 1024;
+/// protocol's limit ([`contract::limits::MAX_FRAME_BYTES`], 5 MB) plus about 1 MiB of
+/// slack, so a capture can hold an oversized frame to test the ingestor with. Checked
+/// before any allocation.
+pub const MAX_RECEIVED_FRAME_BYTES: usize = 6 * 1024 * 1024;
+const _: () = assert!(MAX_RECEIVED_FRAME_BYTES > contract::limits::MAX_FRAME_BYTES);

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::capture::{CaptureError, CaptureWriter};
 use crate::frame;
-use crate::{MAX_FRAME_BYTES, SUBSCRIBE_REPOS_PATH};
+use crate::{MAX_RECEIVED_FRAME_BYTES, SUBSCRIBE_REPOS_PATH};
 
 /// The public Bluesky relay.
 pub const DEFAULT_RELAY: &str = "wss://bsky.network";
@@ -160,8 +160,8 @@ pub async fn record<W: Write>(
 ) -> Result<RecordReport, RecordError> {
     let url = subscribe_url(&opts.url, opts.cursor)?;
     let config = WebSocketConfig::default()
-        .max_message_size(Some(MAX_FRAME_BYTES))
-        .max_frame_size(Some(MAX_FRAME_BYTES));
+        .max_message_size(Some(MAX_RECEIVED_FRAME_BYTES))
+        .max_frame_size(Some(MAX_RECEIVED_FRAME_BYTES));
     let (ws, _response) =
         tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true)
             .await

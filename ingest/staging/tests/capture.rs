@@ -90,7 +90,7 @@ fn oversized_length_is_refused_before_allocating() {
     }
     let mut w = CaptureWriter::new(Vec::new(), None).unwrap();
     assert!(w
-        .write_frame(&vec![0u8; staging::MAX_FRAME_BYTES + 1])
+        .write_frame(&vec![0u8; staging::MAX_RECEIVED_FRAME_BYTES + 1])
         .is_err());
 }
 

@@ -16,7 +16,8 @@
 //! file of the caller's, such as `deploy/nats-server.conf` with its users and permissions;
 //! [`NatsServer::start_with_conf`] one written by the test (a small `max_payload`, limits).
 //!
-//! Beside it, what every process-level test and benchmark needs once: [`free_port`],
+//! Beside it, what every process-level test and benchmark needs once: [`free_port`] (a
+//! port outside the kernel's ephemeral range, so no outgoing connection takes it first),
 //! [`ChildGuard`] (a child process that is killed when the test ends) and [`process`]
 //! (a process's memory and CPU time). Fixtures and
 //! frame builders live with the staging relay (`staging::fixtures`, `staging::frames`).
@@ -41,7 +42,7 @@ pub mod process;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -53,6 +54,7 @@ use tempfile::TempDir;
 mod binary;
 mod child;
 mod cluster;
+mod ports;
 
 use binary::find_server;
 pub use binary::{
@@ -61,6 +63,7 @@ pub use binary::{
 };
 pub use child::ChildGuard;
 pub use cluster::Cluster;
+pub use ports::free_port;
 
 /// The oldest nats-server the project accepts: 2.9 ignores 2.10 stream settings.
 pub const MIN_SERVER_VERSION: (u32, u32, u32) = (2, 10, 0);
@@ -500,14 +503,6 @@ pub(crate) fn connect(port: u16) -> Option<TcpStream> {
         .set_write_timeout(Some(Duration::from_secs(1)))
         .ok()?;
     Some(stream)
-}
-
-/// A port that was free a moment ago (bound on 127.0.0.1:0, then released).
-pub fn free_port() -> Result<u16, Error> {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(Error::io("finding a free port on 127.0.0.1"))
 }
 
 /// The last 20 lines written to `path` after byte `offset`.

@@ -42,7 +42,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::capture::Capture;
 use crate::frame;
-use crate::{MAX_FRAME_BYTES, SUBSCRIBE_REPOS_PATH};
+use crate::{MAX_RECEIVED_FRAME_BYTES, SUBSCRIBE_REPOS_PATH};
 
 /// Frames written between two explicit flushes at full speed (the socket still applies
 /// backpressure: a slow reader slows the writer).
@@ -265,8 +265,8 @@ pub async fn spawn(capture: Arc<Capture>, opts: ReplayOptions) -> Result<RelayHa
 /// that backpressure reaches the relay quickly.
 pub fn websocket_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .max_message_size(Some(MAX_FRAME_BYTES.max(8 << 20)))
-        .max_frame_size(Some(MAX_FRAME_BYTES.max(8 << 20)))
+        .max_message_size(Some(MAX_RECEIVED_FRAME_BYTES.max(8 << 20)))
+        .max_frame_size(Some(MAX_RECEIVED_FRAME_BYTES.max(8 << 20)))
         .write_buffer_size(128 * 1024)
 }
 

@@ -157,7 +157,7 @@ impl<'a> Event<'a> {
     }
 }
 
-/// Only the event time of a payload, without reading the rest (for [`crate::seek`]).
+/// Only the event time of a payload, without reading the rest (for seeking by event time).
 pub fn time_us(payload: &[u8]) -> Result<i64, EventError> {
     #[derive(Deserialize)]
     struct T {
