@@ -97,7 +97,7 @@ async fn probe_stored(stream: &Stream, from: u64) -> Result<Option<(u64, i64)>, 
     match stream.direct_get_next_for_subject(ALL, Some(from)).await {
         Ok(m) => Ok(Some((m.sequence, stored_us(m.time)))),
         Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
-        Err(e) => Err(SeekError::JetStream(e.to_string())),
+        Err(source) => Err(SeekError::Get { from, source }),
     }
 }
 
@@ -110,11 +110,7 @@ pub(crate) fn stored_us(t: time::OffsetDateTime) -> i64 {
 /// the epoch, the server's clock): `None` when every stored message is older. Storage
 /// times grow with the sequence, so the binary search is exact.
 pub async fn seq_at_stored_time(stream: &Stream, stored_us: i64) -> Result<Option<u64>, SeekError> {
-    let state = stream
-        .get_info()
-        .await
-        .map_err(|e| SeekError::JetStream(e.to_string()))?
-        .state;
+    let state = stream.get_info().await.map_err(SeekError::Info)?.state;
     if state.messages == 0 {
         return Ok(None);
     }
