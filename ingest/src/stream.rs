@@ -2,8 +2,8 @@
 //!
 //! The ingestor manages a few settings (subjects covering `bsky.>`, file storage, limits
 //! retention, discard old, `max_age`, `max_bytes`, replicas, duplicate window,
-//! compression, direct get, and `allow_batched` when the publisher uses fast-ingest
-//! batches) and leaves every other one as the operator set it: placement,
+//! compression, direct get, and `allow_batched` plus the end-of-batch subject
+//! [`contract::subject::batch_end`] when the publisher uses fast-ingest batches) and leaves every other one as the operator set it: placement,
 //! extra subjects, metadata, sources, `max_msgs_per_subject`, deny flags, description.
 //! It never lowers `replicas`, and refuses to start on a stream that cannot serve:
 //! memory storage, or subjects that do not cover `bsky.>`.
@@ -122,6 +122,9 @@ pub async fn ensure(
         None => {
             let mut new = stream_config(cfg);
             new.allow_batch_publish = batched;
+            if batched {
+                new.subjects.push(contract::subject::batch_end(&cfg.name));
+            }
             js.create_stream(new).await.map_err(|e| failed(e.into()))?;
             tracing::info!(stream = %cfg.name, "stream created");
         }
@@ -147,6 +150,10 @@ pub async fn ensure(
             let mut wanted = current.clone();
             apply_managed(&mut wanted, cfg);
             wanted.allow_batch_publish |= batched;
+            let end = contract::subject::batch_end(&cfg.name);
+            if batched && !wanted.subjects.iter().any(|s| s == ">" || *s == end) {
+                wanted.subjects.push(end);
+            }
             if current.num_replicas > cfg.replicas {
                 tracing::warn!(
                     stream = %cfg.name,

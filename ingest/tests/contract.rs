@@ -132,4 +132,9 @@ fn stream_defaults_are_documented() {
     )));
     assert!(doc.contains(&format!("KV bucket `{}`", c.cursor.bucket)));
     assert!(doc.contains("`lease.ttl` (`10s`)"));
+    let end = contract::subject::batch_end("<stream>");
+    assert!(
+        doc.contains(&format!("`{end}`")),
+        "the end-of-batch subject {end}"
+    );
 }

@@ -438,7 +438,7 @@ async fn perform(
             consumer_body("gateway_1", "bsky.>"),
         ),
         "KV delete of the cursor" => (row.subject.clone(), Some(kv_delete), String::new()),
-        "publish into charts' inbox" => {
+        "publish into charts' inbox" | "end a fast-ingest batch" => {
             let u = f.users.get_mut(user).expect("user");
             return (row.subject.clone(), u.publish(&row.subject).await);
         }

@@ -28,6 +28,14 @@ pub const SYNC: &str = "bsky.sync";
 /// Posts: the commit ops of `app.bsky.feed.post`.
 pub const POSTS: &str = "bsky.app.bsky.feed.post";
 
+/// Where the ingestor ends a fast-ingest batch (`subjects.md`, "Publishing"): the
+/// end-of-batch message is never stored, but core NATS delivers it to every subscriber of
+/// its subject, so it goes to a subject of the stream outside `bsky.>`, where no reader of
+/// the firehose sees it: `ingest.batch-end.<stream>`.
+pub fn batch_end(stream: &str) -> String {
+    format!("ingest.batch-end.{stream}")
+}
+
 /// The subject of a commit op on `collection`: `bsky.<collection>`.
 pub fn collection(collection: Nsid<'_>) -> String {
     let mut s = String::with_capacity(PREFIX.len() + 1 + collection.len());

@@ -46,15 +46,16 @@ pub struct Open {
     pub started: bool,
     /// The end of batch is sent; its pub ack is awaited.
     pub ending: bool,
-    /// The subject of batch seq 1, where the end of batch goes (any stream subject does).
-    pub first_subject: Subject,
+    /// Where the end of batch goes: [`contract::subject::batch_end`], a subject of the
+    /// stream outside `bsky.>`, so no core NATS reader of the firehose receives it.
+    pub end_subject: Subject,
     /// When the last message was sent.
     pub last_sent: Instant,
 }
 
 impl Open {
     /// A new batch whose first message gets stream sequence `base + 1`.
-    pub fn new(inbox: &str, n: u64, flow: u16, base: u64, first_subject: Subject) -> Open {
+    pub fn new(inbox: &str, n: u64, flow: u16, base: u64, end_subject: Subject) -> Open {
         // The server takes the token before the flow as the batch id and keys batches by
         // it per stream: the inbox's own (random) last token keeps it unique.
         let token = inbox.rsplit('.').next().unwrap_or(inbox);
@@ -69,7 +70,7 @@ impl Open {
             flow: u64::from(flow.max(1)),
             started: false,
             ending: false,
-            first_subject,
+            end_subject,
             last_sent: Instant::now(),
         }
     }

@@ -341,7 +341,7 @@ impl Publisher {
                         w.batches,
                         flow,
                         m.stream_seq - 1,
-                        m.subject.clone(),
+                        Subject::from(contract::subject::batch_end(&self.stream)),
                     )
                 });
                 if !open.may_send() {
@@ -399,7 +399,7 @@ impl Publisher {
         b.ending = true;
         let reply = b.reply(b.sent + 1, Op::EndOfBatch);
         self.client
-            .publish_with_reply(b.first_subject.clone(), reply, Bytes::new())
+            .publish_with_reply(b.end_subject.clone(), reply, Bytes::new())
             .await
             .map_err(|e| Failure::Retry(Retry::Publish(e)))
     }
