@@ -22,6 +22,7 @@
 //! - [`event`]: the payload as sent (storage `time_us`, `cursor`).
 //! - [`session`]: the WebSocket side, bounded writes, close reasons.
 //! - [`zstd`]: Jetstream v1's zstd with its dictionary.
+//! - [`listen`]: accepted sockets get `TCP_NODELAY`; a too-long URI gets a 414 with a reason.
 //! - [`metrics`]: `bsky_gateway_*` on `GET /metrics`; `GET /healthz` beside it.
 //!
 //! `main.rs` parses the configuration and calls [`run`]; tests call [`serve`] on their own
@@ -29,6 +30,7 @@
 
 pub mod config;
 pub mod event;
+pub mod listen;
 pub mod metrics;
 pub mod params;
 pub mod pump;
@@ -87,6 +89,7 @@ pub async fn serve(
     })?;
     let metrics = metrics::Metrics::default();
     let registry = metrics.registry();
+    let metrics_rejected = metrics.rejected.clone();
     let tracker = TaskTracker::new();
     let app = Arc::new(App {
         shared: Arc::new(Shared {
@@ -109,7 +112,9 @@ pub async fn serve(
         .with_state(app)
         .merge(service::telemetry::metrics_router(registry));
     info!(addr = %listener.local_addr()?, "serving /subscribe, /healthz, /metrics");
-    service::telemetry::serve(listener, router, shutdown)
+    let listener = listen::Listener::new(listener, metrics_rejected);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
         .context("HTTP server")?;
     tracker.close();

@@ -9,7 +9,7 @@
 mod common;
 
 use common::{filtered, stream_events, Gateway, PATIENCE};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::Value;
 use std::time::Instant;
 
