@@ -232,3 +232,66 @@ async fn bad_requests_get_400_with_a_reason_before_the_upgrade() {
     }
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_wanted_dids_a_414_with_a_reason_then_through_options_update() {
+    use futures_util::SinkExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let pipeline = common::corpus_pipeline().await;
+    let url = pipeline.nats.url();
+    let all = stream_events(&url).await;
+    let gw = Gateway::start(common::config(&url)).await;
+    // Three DIDs of the corpus among 10,000.
+    let mut dids: Vec<String> = all
+        .iter()
+        .map(|(_, v)| v["did"].as_str().unwrap().to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .take(3)
+        .collect();
+    dids.extend((dids.len()..10_000).map(|i| format!("did:plc:{i:0>24}")));
+    let query: String = dids
+        .iter()
+        .map(|d| format!("wantedDids={d}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    assert!(query.len() > 65_534);
+    // A WebSocket upgrade by hand: the `http` crate of Rust clients refuses such a URI
+    // itself; node's `ws` and browsers send it.
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let request = format!(
+        "GET /subscribe?cursor=1&{query} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n",
+        gw.addr
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 414 "), "{answer}");
+    let body = answer.split_once("\r\n\r\n").unwrap().1;
+    assert!(
+        body.contains("65534") && body.contains("options_update"),
+        "{body}"
+    );
+    assert_eq!(gw.metric("bsky_gateway_requests_rejected_total").await, 1.0);
+    // The same list in an options_update, before anything is sent (requireHello).
+    let mut ws = raw_client(&gw, "cursor=1&requireHello=true").await;
+    let update = json!({"type": "options_update", "payload": {"wantedDids": dids}});
+    ws.send(Message::text(update.to_string())).await.unwrap();
+    let wanted: std::collections::HashSet<&str> = dids.iter().map(String::as_str).collect();
+    let want = filtered(&all, |v| wanted.contains(v["did"].as_str().unwrap()));
+    assert!(!want.is_empty());
+    assert!(raw_events(&mut ws, want.len()).await == want);
+    // A list that fits the URI still goes through the query.
+    let fits = dids[..1_000]
+        .iter()
+        .map(|d| format!("wantedDids={d}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let mut ws = raw_client(&gw, &format!("cursor=1&{fits}")).await;
+    assert!(raw_events(&mut ws, want.len()).await == want);
+    gw.stop().await;
+    pipeline.stop().await.unwrap();
+}
