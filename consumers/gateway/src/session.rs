@@ -24,8 +24,9 @@ use yawc::{Frame, HttpWebSocket, OpCode};
 const WRITE_BATCH: usize = 64;
 /// How long the pump may take to delete its consumer when the client leaves.
 const PUMP_EXIT: Duration = Duration::from_secs(2);
-/// How long a close frame may take to leave.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a close frame may take to leave: a stuck client that starts reading again
+/// within this time still gets it, behind what its socket already held.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What every session shares.
 pub struct Shared {
@@ -128,11 +129,17 @@ pub async fn run(mut ws: HttpWebSocket, request: Request, shared: Arc<Shared>) {
     .serve(request)
     .await;
     tracing::debug!(reason = ended.reason.as_str(), text = %ended.text, "client closed");
+    // Counted first: the close frame may wait for the client to read again.
+    shared.metrics.close(ended.reason);
     if ended.reason != CloseReason::Client {
         let frame = Frame::close(ended.code(), truncate(&ended.text));
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(frame)).await;
+        if tokio::time::timeout(CLOSE_TIMEOUT, ws.send(frame))
+            .await
+            .is_err()
+        {
+            tracing::debug!("the close frame could not be sent: socket dropped");
+        }
     }
-    shared.metrics.close(ended.reason);
     shared.metrics.clients.dec();
 }
 

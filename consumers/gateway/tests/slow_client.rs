@@ -1,6 +1,7 @@
 //! A client that reads nothing, against the real `gateway` binary: its memory stays within
 //! what its buffer allows (not a timing assertion: a bound on bytes), another client
-//! receives everything meanwhile, and the stuck one is closed with reason "stuck".
+//! receives everything meanwhile, and the stuck one is closed with reason "stuck": when it
+//! reads again, it finds a close frame (1008, "too slow…") behind what its socket held.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
@@ -75,7 +76,7 @@ async fn a_client_that_reads_nothing_costs_no_more_than_its_buffer() {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let stream = socket.connect(addr).await.unwrap();
-    let (_slow, _) =
+    let (mut slow, _) =
         tokio_tungstenite::client_async(format!("ws://{addr}/subscribe?cursor=0"), stream)
             .await
             .unwrap();
@@ -133,6 +134,19 @@ async fn a_client_that_reads_nothing_costs_no_more_than_its_buffer() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // It reads again: what its socket held, then the close frame with the reason.
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::Message;
+    let close = loop {
+        match tokio::time::timeout(PATIENCE, slow.next()).await.unwrap() {
+            Some(Ok(Message::Text(_))) => {}
+            Some(Ok(Message::Close(frame))) => break frame.expect("a close frame with a code"),
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    assert_eq!(close.code, CloseCode::Policy);
+    assert!(close.reason.contains("too slow"), "{}", close.reason);
     let status = gateway.terminate(Duration::from_secs(10)).unwrap();
     assert!(status.success(), "{status}");
     pipeline.stop().await.unwrap();
