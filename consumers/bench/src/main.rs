@@ -77,6 +77,11 @@ enum What {
         /// (`--round-cap 100000000` runs it).
         #[arg(long, default_value_t = 10_000_000)]
         round_cap: u64,
+        /// What the clients ask for, comma-separated, one round each per client count:
+        /// plain (text frames), zstd (`compress=true`: Jetstream's zstd), deflate
+        /// (permessage-deflate).
+        #[arg(long, value_delimiter = ',', default_value = "plain")]
+        encodings: Vec<gateway::Encoding>,
     },
 }
 
@@ -95,6 +100,7 @@ async fn main() -> anyhow::Result<()> {
             seed,
             clients,
             round_cap,
+            encodings,
         } => {
             let clients: Vec<usize> = clients.into_iter().filter(|&n| n > 0).collect();
             gateway::gateway(gateway::Options {
@@ -102,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
                 seed,
                 clients,
                 round_cap,
+                encodings,
             })
             .await
         }

@@ -343,7 +343,8 @@ pub async fn raw_client(
     tokio_tungstenite::connect_async(url).await.unwrap().0
 }
 
-/// Reads `n` text events from a raw client, then whatever else comes within [`SETTLE`].
+/// Reads `n` text events from a raw client (failing when nothing comes for [`PATIENCE`]),
+/// then whatever else comes within [`SETTLE`].
 pub async fn raw_events<S>(ws: &mut S, n: usize) -> Vec<Value>
 where
     S: futures_util::Stream<
@@ -357,11 +358,8 @@ where
     let mut out = Vec::new();
     let start = Instant::now();
     loop {
-        let wait = if out.len() < n {
-            PATIENCE.saturating_sub(start.elapsed())
-        } else {
-            SETTLE
-        };
+        // A stall, not a slow machine, fails the read: PATIENCE without a message.
+        let wait = if out.len() < n { PATIENCE } else { SETTLE };
         match tokio::time::timeout(wait, ws.next()).await {
             Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) => {
                 out.push(serde_json::from_str(t.as_str()).unwrap())
@@ -369,7 +367,11 @@ where
             Ok(Some(Ok(other))) => panic!("unexpected frame {other:?}"),
             Ok(Some(Err(e))) => panic!("client error: {e}"),
             Ok(None) => panic!("closed after {} events", out.len()),
-            Err(_) if out.len() < n => panic!("{} of {n} events after {PATIENCE:?}", out.len()),
+            Err(_) if out.len() < n => panic!(
+                "{} of {n} events, then nothing for {PATIENCE:?} ({:?} in all)",
+                out.len(),
+                start.elapsed()
+            ),
             Err(_) => return out,
         }
     }
