@@ -13,6 +13,7 @@
 //! for Jetstream's zstd (`compress=true`) or for permessage-deflate.
 
 mod fleet;
+pub mod latency;
 
 use anyhow::{anyhow, bail, Context as _};
 use consumer_bench as cb;

@@ -6,6 +6,7 @@
 //! target/release/consumer-bench charts --ops 500000
 //! cargo build --release -p gateway -p consumer-bench
 //! target/release/consumer-bench gateway --ops 500000 --clients 1,10,100
+//! target/release/consumer-bench gateway-latency --rates 500,2000,10000
 //! cargo build --release -p feedgen -p consumer-bench
 //! target/release/consumer-bench feedgen --ops 500000
 //! ```
@@ -83,6 +84,16 @@ enum What {
         #[arg(long, value_delimiter = ',', default_value = "plain")]
         encodings: Vec<gateway::Encoding>,
     },
+    /// Latency from publish to a core NATS subscriber, a JetStream pull consumer and a
+    /// gateway client (real binary), at paced rates, all reading live at once.
+    GatewayLatency {
+        /// Events per second, comma-separated: one run each.
+        #[arg(long, value_delimiter = ',', default_value = "500,2000,10000")]
+        rates: Vec<u64>,
+        /// Seconds of events per rate.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+    },
 }
 
 #[tokio::main]
@@ -112,5 +123,6 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
+        What::GatewayLatency { rates, secs } => gateway::latency::latency(rates, secs).await,
     }
 }
