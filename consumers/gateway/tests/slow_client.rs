@@ -122,10 +122,10 @@ async fn a_client_that_reads_nothing_costs_no_more_than_its_buffer() {
     // Another client receives everything meanwhile.
     let gw_url = format!("ws://{addr}/subscribe?cursor=0");
     let mut fast = tokio_tungstenite::connect_async(gw_url).await.unwrap().0;
-    let got = raw_events(&mut fast, every.len()).await;
-    assert!(got == every, "the other client got {} events", got.len());
+    let want = every.len();
+    let fast = tokio::spawn(async move { raw_events(&mut fast, want).await });
 
-    // The stuck one is closed with its reason.
+    // The stuck one is closed with its reason ...
     let stuck = "bsky_gateway_clients_closed_total{reason=\"stuck\"}";
     while metric(addr, stuck).await < 1.0 {
         assert!(
@@ -134,7 +134,7 @@ async fn a_client_that_reads_nothing_costs_no_more_than_its_buffer() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // It reads again: what its socket held, then the close frame with the reason.
+    // ... and, reading again at once, finds what its socket held, then the close frame.
     use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
     use tokio_tungstenite::tungstenite::Message;
@@ -147,6 +147,9 @@ async fn a_client_that_reads_nothing_costs_no_more_than_its_buffer() {
     };
     assert_eq!(close.code, CloseCode::Policy);
     assert!(close.reason.contains("too slow"), "{}", close.reason);
+
+    let got = fast.await.unwrap();
+    assert!(got == every, "the other client got {} events", got.len());
     let status = gateway.terminate(Duration::from_secs(10)).unwrap();
     assert!(status.success(), "{status}");
     pipeline.stop().await.unwrap();
