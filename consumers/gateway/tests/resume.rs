@@ -11,7 +11,6 @@ mod common;
 use common::{filtered, stream_events, Gateway, PATIENCE};
 use futures_util::StreamExt;
 use serde_json::Value;
-use std::time::Instant;
 
 fn time_us(v: &Value) -> i64 {
     v["time_us"].as_i64().unwrap()
@@ -19,31 +18,6 @@ fn time_us(v: &Value) -> i64 {
 
 fn cursor(v: &Value) -> u64 {
     v["cursor"].as_u64().unwrap()
-}
-
-/// Connects with `?cursor=<from>` and reads until the message whose cursor is `last`.
-async fn read_to(gw: &Gateway, from: u64, last: u64) -> Vec<Value> {
-    let mut ws = common::raw_client(gw, &format!("cursor={from}")).await;
-    let start = Instant::now();
-    let mut out = Vec::new();
-    loop {
-        let left = PATIENCE.saturating_sub(start.elapsed());
-        let frame = tokio::time::timeout(left, ws.next())
-            .await
-            .unwrap_or_else(|_| panic!("cursor={from}: {} events, no end", out.len()));
-        match frame {
-            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
-                let v: Value = serde_json::from_str(t.as_str()).unwrap();
-                let done = cursor(&v) == last;
-                out.push(v);
-                if done {
-                    let _ = ws.close(None).await;
-                    return out;
-                }
-            }
-            other => panic!("cursor={from}: unexpected {other:?}"),
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,7 +39,7 @@ async fn every_disconnect_point_resumes_without_a_gap() {
 
     let gw = Gateway::start(common::config(&url)).await;
     let last = cursor(want.last().unwrap());
-    let sent = read_to(&gw, 1, last).await;
+    let sent = common::read_until(&gw, "cursor=1", last).await;
     assert!(sent == want, "a full read is not the stream, as sent");
     assert!(sent.len() > 100);
 
@@ -83,7 +57,14 @@ async fn every_disconnect_point_resumes_without_a_gap() {
     let results: Vec<_> = futures_util::stream::iter(points.iter().copied())
         .map(|(i, how, from)| {
             let gw = &gw;
-            async move { (i, how, from, read_to(gw, from, last).await) }
+            async move {
+                (
+                    i,
+                    how,
+                    from,
+                    common::read_until(gw, &format!("cursor={from}"), last).await,
+                )
+            }
         })
         .buffer_unordered(6)
         .collect()

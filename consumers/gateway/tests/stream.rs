@@ -57,14 +57,14 @@ async fn time_cursors_land_where_the_storage_times_say_after_a_burst_and_live() 
     let all = stream_events(&url).await;
     let n = all.len();
     let gw = Gateway::start(common::config(&url)).await;
+    let last = all[n - 1].0;
     // At a message's own time (inclusive), one microsecond after it, in the burst and in
     // the tail; and by sequence.
     for at in [1usize, 1234, n - 30, n - 3] {
         for cursor in [time_us(&all[at].1), time_us(&all[at].1) + 1] {
             let want = filtered(&all, |v| time_us(v) >= cursor);
             assert!(!want.is_empty() && want.len() < n);
-            let mut ws = raw_client(&gw, &format!("cursor={cursor}")).await;
-            let got = raw_events(&mut ws, want.len()).await;
+            let got = common::read_until(&gw, &format!("cursor={cursor}"), last).await;
             assert!(
                 got == want,
                 "time cursor at {at}: {} events, want {}",
@@ -74,20 +74,14 @@ async fn time_cursors_land_where_the_storage_times_say_after_a_burst_and_live() 
         }
         let seq = all[at].0;
         let want = filtered(&all, |v| v["cursor"].as_u64().unwrap() >= seq);
-        let mut ws = raw_client(&gw, &format!("cursor={seq}")).await;
-        assert!(
-            raw_events(&mut ws, want.len()).await == want,
-            "sequence cursor {seq}"
-        );
+        let got = common::read_until(&gw, &format!("cursor={seq}"), last).await;
+        assert!(got == want, "sequence cursor {seq}");
     }
     // Older than the stream, in both forms: from its first message, counted.
     let every = filtered(&all, |_| true);
     for old in ["0", "1000000000000000"] {
-        let mut ws = raw_client(&gw, &format!("cursor={old}")).await;
-        assert!(
-            raw_events(&mut ws, every.len()).await == every,
-            "cursor={old}"
-        );
+        let got = common::read_until(&gw, &format!("cursor={old}"), last).await;
+        assert!(got == every, "cursor={old}");
     }
     assert_eq!(gw.metric("bsky_gateway_cursor_clamped_total").await, 2.0);
     gw.stop().await;

@@ -376,3 +376,28 @@ where
         }
     }
 }
+
+/// Connects with `?query` and reads until the message whose `cursor` is `last`: on a stream
+/// that no longer grows, everything the client will ever get, without waiting for more.
+pub async fn read_until(gw: &Gateway, query: &str, last: u64) -> Vec<Value> {
+    use futures_util::StreamExt;
+    let mut ws = raw_client(gw, query).await;
+    let mut out = Vec::new();
+    loop {
+        let frame = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("{query}: {} events, then nothing", out.len()));
+        match frame {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                let done = v["cursor"].as_u64() == Some(last);
+                out.push(v);
+                if done {
+                    let _ = ws.close(None).await;
+                    return out;
+                }
+            }
+            other => panic!("{query}: unexpected {other:?}"),
+        }
+    }
+}
