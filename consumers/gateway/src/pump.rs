@@ -289,11 +289,6 @@ impl Pump {
         failing: &mut Option<(Instant, u32)>,
     ) -> Read {
         let subjects = current.subjects();
-        let inbox = async_nats::Subject::from(self.nats.new_inbox());
-        let mut replies = match self.nats.subscribe(inbox.clone()).await {
-            Ok(s) => s,
-            Err(e) => return Read::Failed(PumpError::Subscribe(e)),
-        };
         // After a pull that could not deliver the next message within `buffer_bytes`, the
         // next pull asks for that one message alone, whatever its size.
         let mut one_big = false;
@@ -310,7 +305,14 @@ impl Pump {
                 idle_heartbeat: HEARTBEAT,
                 ..Default::default()
             };
-            if let Err(e) = consumer.request_batch(request, inbox.clone()).await {
+            // A fresh inbox per pull, dropped (unsubscribed) when the pull ends: a status
+            // the server sends after a pull is complete must not end the next one.
+            let inbox = async_nats::Subject::from(self.nats.new_inbox());
+            let mut replies = match self.nats.subscribe(inbox.clone()).await {
+                Ok(s) => s,
+                Err(e) => return Read::Failed(PumpError::Subscribe(e)),
+            };
+            if let Err(e) = consumer.request_batch(request, inbox).await {
                 return Read::Failed(PumpError::Pull(e));
             }
             let mut received = 0usize;
