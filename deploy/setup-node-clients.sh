@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Installs the real Jetstream client libraries the gateway's tests drive
-# (@skyware/jetstream, @atcute/jetstream and the `ws` package, pinned in
-# consumers/gateway/tests/js/package-lock.json) into that folder's git-ignored
-# node_modules, from the npm registry.
+# Installs what the gateway's tests use beside Rust:
+# 1. the real Jetstream client libraries (@skyware/jetstream, @atcute/jetstream and
+#    the `ws` package, pinned in consumers/gateway/tests/js/package-lock.json) into
+#    that folder's git-ignored node_modules, from the npm registry;
+# 2. the `zstd` command-line tool (Debian package `zstd`), the independent decoder
+#    that checks the gateway's zstd frames against Jetstream's dictionary.
 #
 #   bash deploy/setup-node-clients.sh
 #
 # Idempotent: nothing is done when node_modules was installed from the same lock
-# file. Without node or npm it prints why and exits 0 when CI is unset (the tests
-# then say they skip), and fails under CI=true, where the tests must run.
+# file and zstd is on PATH. Without node, npm or zstd it prints why and exits 0 when
+# CI is unset (the tests then say they skip), and fails under CI=true, where the
+# tests must run.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -16,6 +19,23 @@ DIR="$ROOT/consumers/gateway/tests/js"
 STAMP="$DIR/node_modules/.installed-from-lock"
 
 say() { printf 'setup-node-clients: %s\n' "$*" >&2; }
+
+if ! command -v zstd >/dev/null; then
+    sudo=()
+    [[ $(id -u) == 0 ]] || sudo=(sudo -n)
+    if command -v apt-get >/dev/null; then
+        say "installing the zstd tool (apt-get install zstd)"
+        "${sudo[@]}" apt-get update -qq >&2 || true
+        "${sudo[@]}" apt-get install -y -qq zstd >&2 || true
+    fi
+    if ! command -v zstd >/dev/null; then
+        if [[ "${CI:-}" == "true" ]]; then
+            say "error: the zstd tool is required under CI (apt-get install zstd)"
+            exit 1
+        fi
+        say "zstd not found: the gateway's zstd test will skip"
+    fi
+fi
 
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     if [[ "${CI:-}" == "true" ]]; then

@@ -8,9 +8,12 @@
 //! process, a fresh one per client count so its peak RSS belongs to that round) →
 //! [`fleet`] (the clients, in this process). Figures: messages delivered per second summed
 //! over the clients (first connect to last client done), the gateway's peak RSS (`VmHWM`)
-//! and the CPU seconds of the gateway, the nats-server and this process (the clients).
+//! and the CPU seconds of the gateway (also per message), the nats-server and this process
+//! (the clients). `--encodings plain,zstd,deflate` repeats each round with clients asking
+//! for Jetstream's zstd (`compress=true`) or for permessage-deflate.
 
 mod fleet;
+pub mod latency;
 
 use anyhow::{anyhow, bail, Context as _};
 use consumer_bench as cb;
@@ -29,6 +32,27 @@ const READY: Duration = Duration::from_secs(10);
 /// second baseline, the cost of a client that names its collections.
 const GATEWAY_FILTERS: [&str; 3] = ["bsky.*.*.>", "bsky.identity", "bsky.account"];
 
+/// What the clients ask the gateway for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Encoding {
+    /// Text frames, uncompressed.
+    Plain,
+    /// `compress=true`: one zstd frame per message, Jetstream's dictionary.
+    Zstd,
+    /// permessage-deflate (RFC 7692), as browsers ask.
+    Deflate,
+}
+
+impl Encoding {
+    fn name(self) -> &'static str {
+        match self {
+            Encoding::Plain => "plain",
+            Encoding::Zstd => "zstd",
+            Encoding::Deflate => "deflate",
+        }
+    }
+}
+
 /// What the subcommand is asked to do.
 #[derive(Debug)]
 pub struct Options {
@@ -40,6 +64,8 @@ pub struct Options {
     /// Most messages delivered in one round: each of `n` clients reads the first
     /// `min(all, round_cap / n)` messages.
     pub round_cap: u64,
+    /// One round per encoding and client count.
+    pub encodings: Vec<Encoding>,
 }
 
 /// A baseline pull consumer's rate and the nats-server's CPU seconds while it ran.
@@ -80,6 +106,7 @@ impl Baseline {
 
 /// One round's figures.
 struct Round {
+    encoding: Encoding,
     clients: usize,
     per_client: u64,
     fleet: fleet::Fleet,
@@ -111,11 +138,15 @@ pub async fn gateway(o: Options) -> anyhow::Result<()> {
 
     let logs = cb::logs_dir()?;
     let mut rounds = Vec::new();
-    for &n in &o.clients {
+    for (&encoding, &n) in o
+        .encodings
+        .iter()
+        .flat_map(|e| o.clients.iter().map(move |n| (e, n)))
+    {
         let per_client = all.min(o.round_cap / n as u64).max(1);
-        println!("{n} clients × {per_client} messages:");
-        let log = logs.join(format!("gateway-{n}.log"));
-        let r = round(&bin, &nats, n, per_client, &log).await?;
+        println!("{n} clients × {per_client} messages, {}:", encoding.name());
+        let log = logs.join(format!("gateway-{}-{n}.log", encoding.name()));
+        let r = round(&bin, &nats, encoding, n, per_client, &log).await?;
         let (fast, slow) = r.fleet.spread();
         println!(
             "  {n} clients: {} msgs in {:.2} s: {:.0} msgs/s; clients done between {fast:.2} and {slow:.2} s",
@@ -171,6 +202,7 @@ async fn sendable(url: &str, stored: u64) -> anyhow::Result<u64> {
 async fn round(
     bin: &std::path::Path,
     nats: &testkit::NatsServer,
+    encoding: Encoding,
     n: usize,
     want: u64,
     log: &std::path::Path,
@@ -203,7 +235,10 @@ async fn round(
     }
     let idle_kib = status_kib(pid, "VmRSS").context("VmRSS")?;
     let cpu0 = cpus(pid, nats.pid());
-    let url = format!("ws://{addr}/subscribe?cursor=0");
+    let url = match encoding {
+        Encoding::Zstd => format!("ws://{addr}/subscribe?cursor=0&compress=true"),
+        Encoding::Plain | Encoding::Deflate => format!("ws://{addr}/subscribe?cursor=0"),
+    };
     let sample = || {
         let mib = |f| status_kib(pid, f).map_or(0.0, |k| k as f64 / 1024.0);
         format!(
@@ -212,7 +247,7 @@ async fn round(
             mib("VmHWM")
         )
     };
-    let fleet = fleet::run(&url, n, want, sample).await;
+    let fleet = fleet::run(&url, encoding, n, want, sample).await;
     if let Ok(Some(status)) = child.0.try_wait() {
         bail!("the gateway exited ({status}); see {}", log.display());
     }
@@ -225,6 +260,7 @@ async fn round(
         bail!("the clients read the same prefix of the stream but got different byte counts");
     }
     Ok(Round {
+        encoding,
         clients: n,
         per_client: want,
         fleet,
@@ -249,8 +285,8 @@ fn report(plain: &Baseline, multi: &Baseline, all: u64, stored: u64, rounds: &[R
     println!("{}", plain.line());
     println!("{}", multi.line());
     println!();
-    println!("| clients | msgs each | delivered | wall s | msgs/s, all clients | / plain | gateway peak RSS (idle) | CPU s: gateway / nats-server / clients | MB/s |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| encoding | clients | msgs each | delivered | wall s | msgs/s, all clients | / plain | gateway peak RSS (idle) | CPU s: gateway / nats-server / clients | gateway CPU µs/msg | MB/s received |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut line = format!(
         "plain_msgs_s={:.0} multi_filter_msgs_s={:.0} stream_msgs={stored} sent_msgs={all}",
         plain.rate.per_s(),
@@ -260,8 +296,10 @@ fn report(plain: &Baseline, multi: &Baseline, all: u64, stored: u64, rounds: &[R
         let f = &r.fleet;
         let bytes: u64 = f.clients.iter().map(|c| c.bytes).sum();
         let ratio = f.per_s() / plain.rate.per_s();
+        let cpu_us = r.cpu.0 * 1e6 / f.msgs().max(1) as f64;
         println!(
-            "| {} | {} | {} | {:.2} | {:.0} | {ratio:.2} | {:.1} MiB ({:.1}) | {:.1} / {:.1} / {:.1} | {:.0} |",
+            "| {} | {} | {} | {} | {:.2} | {:.0} | {ratio:.2} | {:.1} MiB ({:.1}) | {:.1} / {:.1} / {:.1} | {cpu_us:.1} | {:.0} |",
+            r.encoding.name(),
             r.clients,
             r.per_client,
             f.msgs(),
@@ -274,9 +312,9 @@ fn report(plain: &Baseline, multi: &Baseline, all: u64, stored: u64, rounds: &[R
             r.cpu.2,
             bytes as f64 / 1e6 / f.secs.max(1e-9)
         );
-        let n = r.clients;
+        let n = format!("{}_c{}", r.encoding.name(), r.clients);
         line += &format!(
-            " c{n}_msgs_s={:.0} c{n}_ratio={ratio:.2} c{n}_peak_rss_mib={:.1} c{n}_msgs_each={}",
+            " {n}_msgs_s={:.0} {n}_ratio={ratio:.2} {n}_cpu_us_msg={cpu_us:.1} {n}_peak_rss_mib={:.1} {n}_msgs_each={}",
             f.per_s(),
             mib(r.hwm_kib),
             r.per_client

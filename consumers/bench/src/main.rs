@@ -8,6 +8,7 @@
 //! target/release/consumer-bench charts-page --days 400
 //! cargo build --release -p gateway -p consumer-bench
 //! target/release/consumer-bench gateway --ops 500000 --clients 1,10,100
+//! target/release/consumer-bench gateway-latency --rates 500,2000,10000
 //! cargo build --release -p feedgen -p consumer-bench
 //! target/release/consumer-bench feedgen --ops 500000
 //! cargo build --release -p archive -p consumer-bench
@@ -117,6 +118,21 @@ enum What {
         /// (`--round-cap 100000000` runs it).
         #[arg(long, default_value_t = 10_000_000)]
         round_cap: u64,
+        /// What the clients ask for, comma-separated, one round each per client count:
+        /// plain (text frames), zstd (`compress=true`: Jetstream's zstd), deflate
+        /// (permessage-deflate).
+        #[arg(long, value_delimiter = ',', default_value = "plain")]
+        encodings: Vec<gateway::Encoding>,
+    },
+    /// Latency from publish to a core NATS subscriber, a JetStream pull consumer and a
+    /// gateway client (real binary), at paced rates, all reading live at once.
+    GatewayLatency {
+        /// Events per second, comma-separated: one run each.
+        #[arg(long, value_delimiter = ',', default_value = "500,2000,10000")]
+        rates: Vec<u64>,
+        /// Seconds of events per rate.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
     },
 }
 
@@ -142,6 +158,7 @@ async fn main() -> anyhow::Result<()> {
             seed,
             clients,
             round_cap,
+            encodings,
         } => {
             let clients: Vec<usize> = clients.into_iter().filter(|&n| n > 0).collect();
             gateway::gateway(gateway::Options {
@@ -149,8 +166,10 @@ async fn main() -> anyhow::Result<()> {
                 seed,
                 clients,
                 round_cap,
+                encodings,
             })
             .await
         }
+        What::GatewayLatency { rates, secs } => gateway::latency::latency(rates, secs).await,
     }
 }

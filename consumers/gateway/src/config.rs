@@ -93,10 +93,9 @@ pub struct Client {
     /// A client whose socket accepts nothing for this long is closed (reason "stuck").
     #[serde(with = "duration")]
     pub stuck_timeout: Duration,
-    /// A `cursor` is sought this much earlier in event time, to cover event times that are
-    /// out of order in the stream; events older than the cursor in that window are dropped.
-    #[serde(with = "duration")]
-    pub cursor_margin: Duration,
+    /// Each client's consumer is named `<consumer_prefix>-<instance>-<n>` and created through
+    /// `$JS.API.CONSUMER.CREATE.<stream>.<name>[.<filter>]`, so NATS permissions can name it.
+    pub consumer_prefix: String,
     /// Largest message accepted from a client (`options_update` with 10,000 DIDs is ~400 KB).
     pub max_client_message_bytes: usize,
 }
@@ -129,7 +128,7 @@ impl Default for Config {
                 buffer_bytes: 1 << 20,
                 pull_batch: 256,
                 stuck_timeout: Duration::from_secs(30),
-                cursor_margin: Duration::from_secs(10),
+                consumer_prefix: "gateway".into(),
                 max_client_message_bytes: 1 << 20,
             },
             log: Log {
@@ -173,7 +172,7 @@ environment < flags. Settings (file keys):\n\
   [nats]    url, user, password, password_file, token, token_file, creds_file, nkey_seed,\n\
             tls_ca, tls_cert, tls_key, name, inbox_prefix (credentials may also sit in the URL)\n\
   [stream]  name; [stream.mirror] upstream, api_prefix, deliver_prefix, max_bytes, replicas\n\
-  [client]  buffer_bytes, pull_batch, stuck_timeout, cursor_margin, max_client_message_bytes\n\
+  [client]  buffer_bytes, pull_batch, stuck_timeout, consumer_prefix, max_client_message_bytes\n\
   [log]     format (text|json)\n\
 Durations are written like \"500ms\", \"5s\", \"2m\", \"72h\"."
 )]
@@ -267,6 +266,18 @@ impl Config {
         if self.client.stuck_timeout.is_zero() {
             return bad("client.stuck_timeout", "must be > 0");
         }
+        let prefix = &self.client.consumer_prefix;
+        let prefix_ok = !prefix.is_empty()
+            && prefix.len() <= 32
+            && prefix
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
+        if !prefix_ok {
+            return bad(
+                "client.consumer_prefix",
+                "1 to 32 letters, digits, '_' and '-'",
+            );
+        }
         if self.client.max_client_message_bytes < 4096 {
             return bad("client.max_client_message_bytes", "must be at least 4096");
         }
@@ -276,7 +287,7 @@ impl Config {
     /// The configuration as a log line: everything but secrets.
     pub fn summary(&self) -> String {
         format!(
-            "listen={} nats={} stream={}{} buffer_bytes={} stuck_timeout={:?} cursor_margin={:?} deflate={}",
+            "listen={} nats={} stream={}{} buffer_bytes={} stuck_timeout={:?} consumer_prefix={} deflate={}",
             self.http.listen,
             self.nats.redacted_url(),
             self.stream.name,
@@ -286,7 +297,7 @@ impl Config {
             },
             self.client.buffer_bytes,
             self.client.stuck_timeout,
-            self.client.cursor_margin,
+            self.client.consumer_prefix,
             self.http.deflate,
         )
     }
@@ -314,7 +325,7 @@ mod tests {
     fn defaults_are_valid() {
         let c = Config::load_from(&Flags::default(), no_env()).expect("defaults");
         assert_eq!(c.http.listen, "127.0.0.1:6008");
-        assert_eq!(c.client.cursor_margin, Duration::from_secs(10));
+        assert_eq!(c.client.consumer_prefix, "gateway");
     }
 
     #[test]
@@ -353,5 +364,9 @@ mod tests {
         let mut c = Config::default();
         c.http.listen = "nowhere".into();
         assert!(c.check().is_err());
+        let mut c = Config::default();
+        c.client.consumer_prefix = "gw.x".into();
+        let e = c.check().expect_err("prefix");
+        assert!(e.to_string().contains("client.consumer_prefix"), "{e}");
     }
 }

@@ -2,21 +2,27 @@
 //!
 //! Where it sits: `relay → ingest → JetStream stream BSKY → **gateway** → any Jetstream
 //! client` (`GET /subscribe?wantedCollections=…&wantedDids=…&cursor=…`). The stream's
-//! payloads already are Jetstream v1 events (`subjects.md`), so each one is sent unchanged.
-//! Instances are stateless: run as many as needed, all reading NATS.
+//! payloads already are Jetstream v1 events (`subjects.md`); each is sent with `time_us`
+//! set to the message's storage time and Jetstream v2's `cursor` (its stream sequence)
+//! added, so a client resuming from either loses nothing. Instances are stateless: run as
+//! many as needed, all reading NATS.
 //!
 //! ```text
 //! GET /subscribe ─▶ params.rs ─(400 + reason)─▶ client
-//!        │ upgrade (permessage-deflate offered)
+//!        │ upgrade (permessage-deflate offered, unless zstd was asked for)
 //!        ▼
-//! pump.rs: seek by event time, pull consumer ─(bounded buffer)─▶ session.rs ─▶ socket
-//!          filter_subjects = collections; DIDs filtered here        options_update ◀─┘
+//! pump.rs: cursor → deliver policy, pull consumer ─(bounded buffer)─▶ session.rs ─▶ socket
+//!          filter_subjects = collections; DIDs filtered here   (zstd.rs)   options_update ◀─┘
+//!          event.rs: time_us and cursor patched in
 //! ```
 //!
 //! - [`config`]: the one typed configuration (`BSKY_GATEWAY_` environment prefix).
 //! - [`params`]: query parameters and `options_update`, validated; NATS subject filters.
-//! - [`pump`]: start position by event time, the per-client consumer, DID filter.
+//! - [`pump`]: start position, the per-client consumer with idle heartbeats, DID filter.
+//! - [`event`]: the payload as sent (storage `time_us`, `cursor`).
 //! - [`session`]: the WebSocket side, bounded writes, close reasons.
+//! - [`zstd`]: Jetstream v1's zstd with its dictionary.
+//! - [`listen`]: accepted sockets get `TCP_NODELAY`; a too-long URI gets a 414 with a reason.
 //! - [`metrics`]: `bsky_gateway_*` on `GET /metrics`; `GET /healthz` beside it.
 //! - [`mirror`]: with `stream.mirror` set, the gateway's own copy of the stream in its own
 //!   NATS account, created at start (`deploy/README.md`, "Users, permissions, secrets").
@@ -25,11 +31,14 @@
 //! listener.
 
 pub mod config;
+pub mod event;
+pub mod listen;
 pub mod metrics;
 pub mod mirror;
 pub mod params;
 pub mod pump;
 pub mod session;
+pub mod zstd;
 
 use anyhow::Context as _;
 use axum::extract::{FromRequestParts, State};
@@ -88,9 +97,12 @@ pub async fn serve(
     })?;
     let metrics = metrics::Metrics::default();
     let registry = metrics.registry();
+    let metrics_rejected = metrics.rejected.clone();
     let tracker = TaskTracker::new();
     let app = Arc::new(App {
         shared: Arc::new(Shared {
+            nats: nats.clone(),
+            js,
             stream,
             client: config.client.clone(),
             metrics,
@@ -108,7 +120,9 @@ pub async fn serve(
         .with_state(app)
         .merge(service::telemetry::metrics_router(registry));
     info!(addr = %listener.local_addr()?, "serving /subscribe, /healthz, /metrics");
-    service::telemetry::serve(listener, router, shutdown)
+    let listener = listen::Listener::new(listener, metrics_rejected);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
         .context("HTTP server")?;
     tracker.close();
@@ -134,7 +148,11 @@ fn reject(app: &App, status: StatusCode, why: String) -> Response {
 /// `GET /subscribe`: validate everything, then upgrade.
 async fn subscribe(State(app): State<Arc<App>>, request: axum::extract::Request) -> Response {
     let (mut parts, _body) = request.into_parts();
-    let wanted = match params::parse_query(parts.uri.query().unwrap_or("")) {
+    let encoding = parts
+        .headers
+        .get("Socket-Encoding")
+        .and_then(|v| v.to_str().ok());
+    let wanted = match params::parse_query(parts.uri.query().unwrap_or(""), encoding) {
         Ok(w) => w,
         Err(e) => return reject(&app, StatusCode::BAD_REQUEST, e.to_string()),
     };
@@ -150,7 +168,8 @@ async fn subscribe(State(app): State<Arc<App>>, request: axum::extract::Request)
         return reject(&app, StatusCode::SERVICE_UNAVAILABLE, why.into());
     };
     let mut options = yawc::Options::default().with_max_payload_read(app.max_client_message_bytes);
-    options = if app.deflate {
+    // Jetstream v1 never combines its zstd with permessage-deflate.
+    options = if app.deflate && !wanted.zstd {
         options.with_low_latency_compression()
     } else {
         options.without_compression()

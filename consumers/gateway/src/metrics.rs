@@ -62,6 +62,7 @@ pub struct Metrics {
     pub closed: Family<ReasonLabel, Counter>,
     pub rejected: Counter,
     pub options_updates: Counter,
+    pub cursor_clamped: Counter,
     pub lag_messages: Histogram,
     pub lag_seconds: Histogram,
 }
@@ -75,9 +76,10 @@ impl Default for Metrics {
             closed: Family::default(),
             rejected: Counter::default(),
             options_updates: Counter::default(),
+            cursor_clamped: Counter::default(),
             // 1 .. ~16 million messages behind.
             lag_messages: Histogram::new(exponential_buckets(1.0, 4.0, 13)),
-            // 10 ms .. ~3 days behind in event time.
+            // 10 ms .. ~3 days behind.
             lag_seconds: Histogram::new(exponential_buckets(0.01, 4.0, 14)),
         }
     }
@@ -123,13 +125,18 @@ impl Metrics {
             self.options_updates.clone(),
         );
         r.register(
+            "cursor_clamped",
+            "Clients whose cursor was older than the stream: they start at its first message",
+            self.cursor_clamped.clone(),
+        );
+        r.register(
             "client_lag_messages",
             "Per client, sampled each second: stream messages matching its filters not yet read",
             self.lag_messages.clone(),
         );
         r.register(
             "client_lag_seconds",
-            "Per client, sampled each second: wall clock minus the event time of its last event",
+            "Per client, sampled each second: wall clock minus the storage time of its last event",
             self.lag_seconds.clone(),
         );
         r

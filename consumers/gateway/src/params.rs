@@ -5,6 +5,12 @@
 //! DID filter in the gateway). Everything invalid is a [`ParamError`], answered with HTTP
 //! 400 and its text before the upgrade (or, for an `options_update`, a close frame).
 //!
+//! Parsing follows Jetstream v1 where clients rely on it: the first of a repeated single
+//! parameter wins, `requireHello` and `compress` are on only for the exact value `true`, a
+//! negative or unparsable `maxMessageSizeBytes` means no limit, and `compress=true` or a
+//! `Socket-Encoding` header naming `zstd` turns on zstd. What v1 refuses (a bad NSID or DID,
+//! too many of either, a non-integer cursor) is refused here too.
+//!
 //! Collections follow Jetstream: a full NSID, or a prefix ending in `.*`
 //! (`app.bsky.feed.*` is every collection whose name starts with `app.bsky.feed.`, the
 //! subject `bsky.app.bsky.feed.>`). `#identity` and `#account` events have no collection:
@@ -30,19 +36,10 @@ pub enum ParamError {
     Did(String),
     #[error("too many wantedDids: {0} (at most 10000)")]
     TooManyDids(usize),
-    #[error("invalid cursor {0:?}: unix microseconds, a non-negative integer")]
-    Cursor(String),
-    #[error("invalid maxMessageSizeBytes {0:?}: a non-negative integer")]
-    MaxSize(String),
-    #[error("invalid {0} {1:?}: true or false")]
-    Bool(&'static str, String),
-    #[error("{0} given more than once")]
-    Repeated(&'static str),
     #[error(
-        "compress=true asks for Jetstream's zstd dictionary, which this gateway does not have; \
-         connect without it (permessage-deflate is offered instead)"
+        "invalid cursor {0:?}: an integer, a stream sequence (below 10^15) or unix microseconds"
     )]
-    Zstd,
+    Cursor(String),
     #[error("subscriber message: {0}")]
     Message(String),
 }
@@ -67,14 +64,41 @@ pub struct Filters {
     pub max_message_bytes: usize,
 }
 
+/// Values of `cursor` from here up are times (unix microseconds, after 2001-09-09); below,
+/// stream sequences.
+pub const TIME_CURSOR_FROM: i64 = 1_000_000_000_000_000;
+
+/// Where a client starts: Jetstream v2's cursor, which takes both forms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cursor {
+    /// A stream sequence (the `cursor` field of a message), inclusive. 0 and negative
+    /// values: the stream's first message.
+    Seq(u64),
+    /// Unix microseconds of storage time (the `time_us` of a message): the first message
+    /// stored at or after it.
+    Time(i64),
+}
+
+impl Cursor {
+    /// The cursor a client sent, by its size.
+    pub fn from_value(v: i64) -> Cursor {
+        if v >= TIME_CURSOR_FROM {
+            Cursor::Time(v)
+        } else {
+            Cursor::Seq(u64::try_from(v).unwrap_or(0))
+        }
+    }
+}
+
 /// Everything a `GET /subscribe` asks for.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Request {
     pub filters: Filters,
-    /// Unix microseconds, in event time.
-    pub cursor: Option<i64>,
+    pub cursor: Option<Cursor>,
     /// Send nothing before the first `options_update`.
     pub require_hello: bool,
+    /// Jetstream v1's zstd: one frame per message, with its dictionary, as binary messages.
+    pub zstd: bool,
 }
 
 fn prefix_ok(prefix: &str) -> bool {
@@ -173,62 +197,56 @@ impl Filters {
     }
 }
 
-fn parse_bool(name: &'static str, v: &str) -> Result<bool, ParamError> {
-    match v {
-        "true" | "1" | "True" | "TRUE" | "t" => Ok(true),
-        "false" | "0" | "False" | "FALSE" | "f" | "" => Ok(false),
-        _ => Err(ParamError::Bool(name, v.to_string())),
-    }
+/// `maxMessageSizeBytes` as Jetstream v1 reads it: anything but a non-negative integer is
+/// 0, no limit.
+fn lenient_size(v: &str) -> usize {
+    v.parse::<i64>()
+        .ok()
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(0)
 }
 
-fn parse_size(v: &str) -> Result<usize, ParamError> {
-    v.parse::<usize>()
-        .map_err(|_| ParamError::MaxSize(v.to_string()))
-}
-
-/// Parses the query string of `GET /subscribe`. Unknown parameters are ignored, as
-/// Jetstream does.
-pub fn parse_query(query: &str) -> Result<Request, ParamError> {
+/// Parses the query string of `GET /subscribe` and its `Socket-Encoding` header. Unknown
+/// parameters are ignored, as Jetstream does.
+pub fn parse_query(query: &str, socket_encoding: Option<&str>) -> Result<Request, ParamError> {
     let mut collections = Vec::new();
     let mut dids = Vec::new();
     let (mut cursor, mut max_size, mut hello, mut compress) = (None, None, None, None);
-    let once = |slot: &mut Option<String>, name: &'static str, v: String| {
-        if slot.replace(v).is_some() {
-            return Err(ParamError::Repeated(name));
+    // Jetstream v1 (Go's `Query().Get`) takes the first of a repeated parameter.
+    let first = |slot: &mut Option<String>, v: std::borrow::Cow<'_, str>| {
+        if slot.is_none() {
+            *slot = Some(v.into_owned());
         }
-        Ok(())
     };
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
         match &*k {
             "wantedCollections" => collections.push(v.into_owned()),
             "wantedDids" => dids.push(v.into_owned()),
-            "cursor" => once(&mut cursor, "cursor", v.into_owned())?,
-            "maxMessageSizeBytes" => once(&mut max_size, "maxMessageSizeBytes", v.into_owned())?,
-            "requireHello" => once(&mut hello, "requireHello", v.into_owned())?,
-            "compress" => once(&mut compress, "compress", v.into_owned())?,
+            "cursor" => first(&mut cursor, v),
+            "maxMessageSizeBytes" => first(&mut max_size, v),
+            "requireHello" => first(&mut hello, v),
+            "compress" => first(&mut compress, v),
             _ => {}
         }
     }
-    if let Some(c) = &compress {
-        if parse_bool("compress", c)? {
-            return Err(ParamError::Zstd);
-        }
-    }
-    let max_message_bytes = max_size.as_deref().map(parse_size).transpose()?;
-    let cursor = cursor
-        .map(|c| match c.parse::<i64>() {
-            Ok(t) if t >= 0 => Ok(t),
-            _ => Err(ParamError::Cursor(c)),
-        })
-        .transpose()?;
+    let zstd =
+        compress.as_deref() == Some("true") || socket_encoding.is_some_and(|e| e.contains("zstd"));
+    let cursor = match cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(Cursor::from_value(
+            c.parse::<i64>()
+                .map_err(|_| ParamError::Cursor(c.to_string()))?,
+        )),
+    };
     Ok(Request {
-        filters: Filters::new(&collections, &dids, max_message_bytes.unwrap_or(0))?,
+        filters: Filters::new(
+            &collections,
+            &dids,
+            max_size.as_deref().map(lenient_size).unwrap_or(0),
+        )?,
         cursor,
-        require_hello: hello
-            .as_deref()
-            .map(|h| parse_bool("requireHello", h))
-            .transpose()?
-            .unwrap_or(false),
+        require_hello: hello.as_deref() == Some("true"),
+        zstd,
     })
 }
 
@@ -269,10 +287,11 @@ pub fn parse_client_message(text: &[u8]) -> Result<ClientMessage, ParamError> {
     let o = raw
         .payload
         .ok_or_else(|| ParamError::Message("options_update without a payload".into()))?;
-    let max = match o.max_size {
-        None => 0,
-        Some(n) => usize::try_from(n).map_err(|_| ParamError::MaxSize(n.to_string()))?,
-    };
+    // As in Jetstream v1: negative means no limit.
+    let max = o
+        .max_size
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(0);
     Filters::new(
         o.collections.unwrap_or_default(),
         o.dids.unwrap_or_default(),
@@ -287,7 +306,7 @@ mod tests {
 
     #[test]
     fn all_collections_is_one_filter() {
-        let r = parse_query("").expect("empty");
+        let r = parse_query("", None).expect("empty");
         assert_eq!(r.filters.subjects(), ["bsky.>"]);
         assert!(r.cursor.is_none() && !r.require_hello);
     }
@@ -298,6 +317,7 @@ mod tests {
             "wantedCollections=app.bsky.feed.post&wantedCollections=app.bsky.feed.*\
              &wantedCollections=app.bsky.*&wantedCollections=chat.bsky.actor.declaration\
              &wantedCollections=app.bsky.feed.post",
+            None,
         )
         .expect("valid");
         assert_eq!(
@@ -316,13 +336,66 @@ mod tests {
         let r = parse_query(
             "wantedDids=did:plc:abc&wantedDids=did:web:example.com&cursor=1725911162329308\
              &maxMessageSizeBytes=1000&requireHello=true&compress=false&other=x",
+            None,
         )
         .expect("valid");
-        assert_eq!(r.cursor, Some(1725911162329308));
-        assert!(r.require_hello);
+        assert_eq!(r.cursor, Some(Cursor::Time(1725911162329308)));
+        assert!(r.require_hello && !r.zstd);
         assert_eq!(r.filters.max_message_bytes, 1000);
         assert!(r.filters.wants_did("did:plc:abc") && !r.filters.wants_did("did:plc:x"));
         assert!(r.filters.collections.is_none());
+    }
+
+    #[test]
+    fn cursors_below_10_15_are_sequences() {
+        let c = |q: &str| parse_query(q, None).expect(q).cursor;
+        assert_eq!(c("cursor=1"), Some(Cursor::Seq(1)));
+        assert_eq!(
+            c("cursor=999999999999999"),
+            Some(Cursor::Seq(999_999_999_999_999))
+        );
+        assert_eq!(
+            c("cursor=1000000000000000"),
+            Some(Cursor::Time(TIME_CURSOR_FROM))
+        );
+        assert_eq!(c("cursor=0"), Some(Cursor::Seq(0)));
+        assert_eq!(c("cursor=-5"), Some(Cursor::Seq(0)));
+        assert_eq!(c("cursor="), None);
+        assert_eq!(c(""), None);
+    }
+
+    #[test]
+    fn lenient_where_jetstream_v1_is() {
+        let r = |q: &str| parse_query(q, None).expect(q);
+        // A negative or unparsable size is no limit; the first of a repeated value wins.
+        for q in [
+            "maxMessageSizeBytes=-1",
+            "maxMessageSizeBytes=big",
+            "maxMessageSizeBytes=",
+        ] {
+            assert_eq!(r(q).filters.max_message_bytes, 0, "{q}");
+        }
+        assert_eq!(
+            r("maxMessageSizeBytes=10&maxMessageSizeBytes=20")
+                .filters
+                .max_message_bytes,
+            10
+        );
+        assert_eq!(r("cursor=5&cursor=x").cursor, Some(Cursor::Seq(5)));
+        // Only the exact `true` turns a flag on.
+        assert!(r("requireHello=true").require_hello);
+        for q in [
+            "requireHello=1",
+            "requireHello=True",
+            "requireHello=perhaps",
+        ] {
+            assert!(!r(q).require_hello, "{q}");
+        }
+        assert!(r("compress=true").zstd && !r("compress=1").zstd);
+        // zstd through the header, as Jetstream's Go client asks.
+        let h = parse_query("", Some("zstd")).expect("header");
+        assert!(h.zstd);
+        assert!(!parse_query("", Some("gzip")).expect("other").zstd);
     }
 
     #[test]
@@ -338,13 +411,9 @@ mod tests {
             (many.as_str(), "too many wantedCollections"),
             ("wantedDids=alice", "invalid DID"),
             ("cursor=yesterday", "invalid cursor"),
-            ("cursor=-5", "invalid cursor"),
-            ("cursor=1&cursor=2", "more than once"),
-            ("maxMessageSizeBytes=big", "maxMessageSizeBytes"),
-            ("requireHello=maybe", "requireHello"),
-            ("compress=true", "zstd"),
+            ("cursor=1.5", "invalid cursor"),
         ] {
-            let e = parse_query(q).expect_err(q).to_string();
+            let e = parse_query(q, None).expect_err(q).to_string();
             assert!(e.contains(want), "{q}: {e}");
         }
         let dids: Vec<String> = (0..10_001).map(|i| format!("did:plc:{i}")).collect();
@@ -378,9 +447,15 @@ mod tests {
             &br#"not json"#[..],
             br#"{"type":"options_update"}"#,
             br#"{"type":"options_update","payload":{"wantedDids":["x"]}}"#,
-            br#"{"type":"options_update","payload":{"maxMessageSizeBytes":-1}}"#,
+            br#"{"type":"options_update","payload":{"maxMessageSizeBytes":"x"}}"#,
         ] {
             assert!(parse_client_message(bad).is_err());
         }
+        // Negative: no limit, as in Jetstream v1.
+        let m = parse_client_message(
+            br#"{"type":"options_update","payload":{"maxMessageSizeBytes":-1}}"#,
+        )
+        .expect("v");
+        assert_eq!(m, ClientMessage::OptionsUpdate(Filters::default()));
     }
 }

@@ -1,14 +1,17 @@
 //! The NATS side of one client: where to start, its own consumer, its filters.
 //!
-//! Where it sits: stream `BSKY` → **pump** (ephemeral pull consumer, one per
-//! client, `filter_subjects` from the collections) → bounded buffer → session (WebSocket).
+//! Where it sits: stream `BSKY` → **pump** (pull consumer, one per client, named
+//! `<client.consumer_prefix>-…`, `filter_subjects` from the collections) → bounded buffer →
+//! session (WebSocket).
 //!
-//! - **Start.** A `cursor` is in *event* time: [`start`] seeks `cursor - margin` with
-//!   [`kit::seek::seq_at_time`] (a binary search on `time_us`, never JetStream's storage
-//!   time). Because neighbouring event times are out of order by up to about a second, the
-//!   pump then drops the events older than the cursor until it reads one at or after
-//!   `cursor + margin`; from there on it delivers everything, in stream order. No cursor,
-//!   or one in the future: the live tail. One older than the stream: its first message.
+//! - **Start.** A `cursor` is a stream sequence (below 10^15, inclusive) or a storage time
+//!   in unix microseconds (the first message stored at or after it): [`start`] maps both to
+//!   JetStream's own deliver policies, so nothing is searched. No cursor, or one ahead of
+//!   the stream: the live tail. One older than the stream: its first message, and the
+//!   clamp is counted (`bsky_gateway_cursor_clamped_total`).
+//! - **What is sent.** Each payload with `time_us` set to the message's storage time and
+//!   `"cursor"` to its sequence ([`crate::event`]): both follow stream order, so a client
+//!   resuming from either loses nothing.
 //! - **Memory.** Each pull request asks for at most `pull_batch` messages and `buffer_bytes`
 //!   bytes, and the next one leaves only when the pump has handed the last one over; the
 //!   pump hands a message over only when the client's buffer has room, counted in payload
@@ -16,32 +19,43 @@
 //!   buffered), or one larger message pulled alone. A slow client makes its own pulls
 //!   wait; nothing grows in the gateway. A consumer a stuck client leaves idle for
 //!   [`INACTIVE`] is removed by the server and recreated at the next sequence.
+//! - **Failures.** Every pull asks for an idle heartbeat every [`HEARTBEAT`]: a server
+//!   that died or restarted, or a consumer that is gone, is noticed within two of them,
+//!   and the consumer is recreated at the next sequence, retrying every second at most,
+//!   for up to [`RETRY_FOR`].
 //! - **Filters.** The DID filter and `maxMessageSizeBytes` are applied here, message by
 //!   message, with the latest filters; new collections recreate the consumer at the next
 //!   stream sequence after the last one read, so an `options_update` loses nothing and
 //!   repeats nothing.
 
-use crate::params::Filters;
+use crate::event;
+use crate::params::{Cursor, Filters};
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::stream::Stream;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 /// Why the pump stopped: the stream cannot be read (the session closes with 1011).
 #[derive(Debug, thiserror::Error)]
 pub enum PumpError {
-    #[error("seeking the cursor: {0}")]
-    Seek(#[from] kit::seek::SeekError),
-    #[error("reading the stream's state: {0}")]
-    Info(String),
-    #[error("creating the consumer: {0}")]
-    Consumer(String),
-    #[error("reading the consumer: {0}")]
-    Read(String),
+    #[error("reading the stream's state")]
+    Info(#[source] async_nats::jetstream::stream::InfoError),
+    #[error("creating the consumer")]
+    Consumer(#[source] async_nats::jetstream::stream::ConsumerError),
+    #[error("subscribing to the pull inbox")]
+    Subscribe(#[source] async_nats::SubscribeError),
+    #[error("sending a pull request")]
+    Pull(#[source] async_nats::jetstream::consumer::pull::BatchRequestError),
+    #[error("the server ended the pull request: {status} {description}")]
+    Ended { status: u16, description: String },
+    #[error("no message and no idle heartbeat for {0:?}: the server or the consumer is gone")]
+    Silent(Duration),
+    #[error("the pull inbox closed (the NATS connection is closed)")]
+    Closed,
 }
 
 /// The bytes of the per-client buffer: one permit per payload byte.
@@ -74,27 +88,29 @@ impl Budget {
 
 /// One event for the client, holding its share of the buffer until it is written.
 pub struct Outgoing {
+    /// The JSON sent: storage `time_us`, `cursor`.
     pub payload: Bytes,
-    /// Its event time.
+    /// Its storage time, unix microseconds.
     pub time_us: i64,
     /// Messages matching the filters after this one, when it was read.
     pub pending: u64,
     _permit: OwnedSemaphorePermit,
 }
 
-/// Events older than `cursor` are dropped until one at or after `until` is read.
+/// Where a client's consumer starts (a JetStream deliver policy).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Window {
-    pub cursor: i64,
-    pub until: i64,
+pub enum From {
+    /// This stream sequence.
+    Seq(u64),
+    /// The first message stored at or after this time.
+    Time(async_nats::datetime::DateTime),
 }
 
-/// Where a client starts.
+/// Where a client starts, and whether its cursor was older than the stream.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Start {
-    /// First stream sequence to read.
-    pub seq: u64,
-    pub window: Option<Window>,
+    pub from: From,
+    pub clamped: bool,
 }
 
 fn now_us() -> i64 {
@@ -104,94 +120,93 @@ fn now_us() -> i64 {
         .unwrap_or(0)
 }
 
-async fn tail(stream: &Stream) -> Result<u64, PumpError> {
-    let info = stream
-        .get_info()
-        .await
-        .map_err(|e| PumpError::Info(e.to_string()))?;
-    Ok(info.state.last_sequence + 1)
-}
-
-/// Where a client with this `cursor` (unix microseconds, event time) starts.
-pub async fn start(
-    stream: &Stream,
-    cursor: Option<i64>,
-    margin: Duration,
-) -> Result<Start, PumpError> {
-    let live = match cursor {
-        None => true,
-        Some(c) => c > now_us(),
+/// Where a client with this `cursor` starts: one stream-info request, no search.
+pub async fn start(stream: &Stream, cursor: Option<Cursor>) -> Result<Start, PumpError> {
+    let state = stream.get_info().await.map_err(PumpError::Info)?.state;
+    let tail = From::Seq(state.last_sequence + 1);
+    let (from, clamped) = match cursor {
+        None => (tail, false),
+        Some(Cursor::Seq(seq)) if seq > state.last_sequence => (tail, false),
+        Some(Cursor::Seq(seq)) => (
+            From::Seq(seq.max(state.first_sequence)),
+            seq < state.first_sequence,
+        ),
+        Some(Cursor::Time(t)) if t > now_us() => (tail, false),
+        Some(Cursor::Time(t)) => {
+            let first_us = i64::try_from(state.first_timestamp.unix_timestamp_nanos() / 1000)
+                .unwrap_or(i64::MAX);
+            // An empty stream reports the Unix epoch as its first time.
+            let older = state.messages > 0 && t < first_us;
+            match async_nats::datetime::from_nanos(i128::from(t) * 1000) {
+                Ok(time) if !older => (From::Time(time), false),
+                _ => (From::Seq(state.first_sequence), older),
+            }
+        }
     };
-    let Some(cursor) = cursor.filter(|_| !live) else {
-        return Ok(Start {
-            seq: tail(stream).await?,
-            window: None,
-        });
-    };
-    let margin = i64::try_from(margin.as_micros()).unwrap_or(i64::MAX);
-    let seq = match kit::seek::seq_at_time(stream, cursor.saturating_sub(margin)).await? {
-        Some(seq) => seq,
-        None => tail(stream).await?,
-    };
-    Ok(Start {
-        seq,
-        window: Some(Window {
-            cursor,
-            until: cursor.saturating_add(margin),
-        }),
-    })
-}
-
-/// The two fields of a payload the gateway looks at.
-#[derive(serde::Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow)]
-    did: Cow<'a, str>,
-    time_us: i64,
+    Ok(Start { from, clamped })
 }
 
 /// What the pump needs besides its channel.
 pub struct Pump {
+    pub nats: async_nats::Client,
+    pub js: async_nats::jetstream::Context,
     pub stream: Stream,
     pub start: Start,
     pub pull_batch: usize,
     pub budget: Budget,
+    /// Consumer names are `<prefix>-<instance>-<n>`.
+    pub consumer_prefix: String,
 }
 
 /// How a consumer's reading ended.
 enum Read {
     /// The session is gone.
     Done,
-    /// New collections: recreate the consumer at `next_seq`.
+    /// New collections: recreate the consumer at the next sequence.
     Refilter,
     /// The consumer failed; recreate it after a pause.
-    Failed(String),
+    Failed(PumpError),
 }
 
-/// Consecutive failures (consumer creation or pull) before the client is closed.
-const RETRIES: u32 = 10;
+/// How long the pump keeps recreating a failing consumer before it closes the client.
+pub const RETRY_FOR: Duration = Duration::from_secs(60);
+/// Longest pause between two attempts.
+const MAX_PAUSE: Duration = Duration::from_secs(1);
 /// How long a pull request waits for messages on the live tail.
 const PULL_EXPIRES: Duration = Duration::from_secs(30);
+/// The server sends an idle heartbeat this often while a pull request waits.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Silence (no message, no heartbeat) after which the server or consumer is taken as gone.
+const SILENCE: Duration = Duration::from_secs(3);
 /// The server deletes a consumer whose client stopped pulling for this long (a stuck
 /// client); the pump then recreates it at the next sequence.
 const INACTIVE: Duration = Duration::from_secs(60);
 
+/// A part of consumer names unique to this gateway process.
+fn instance() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        format!("{:x}", nanos ^ (u64::from(std::process::id()) << 40))
+    })
+}
+
 impl Pump {
     /// Reads the stream for one client until the session drops its end of `tx` or of
-    /// `filters`; an error means the stream could not be read, [`RETRIES`] times in a row.
+    /// `filters`; an error means the stream could not be read for [`RETRY_FOR`].
     pub async fn run(
-        mut self,
+        self,
         mut filters: watch::Receiver<Arc<Filters>>,
         tx: mpsc::Sender<Outgoing>,
     ) -> Result<(), PumpError> {
-        let mut cursor = Position {
-            next_seq: self.start.seq,
-            window: self.start.window.take(),
-        };
-        let mut failures = 0;
+        let mut from = self.start.from;
+        let mut failing: Option<(Instant, u32)> = None;
         loop {
             let current = filters.borrow_and_update().clone();
-            let why = match self.create(&current, cursor.next_seq).await {
+            let why = match self.create(&current, from).await {
                 Ok(consumer) => {
                     let name = consumer.cached_info().name.clone();
                     let read = self
@@ -200,8 +215,8 @@ impl Pump {
                             current,
                             &mut filters,
                             &tx,
-                            &mut cursor,
-                            &mut failures,
+                            &mut from,
+                            &mut failing,
                         )
                         .await;
                     // Best effort: the server drops it after INACTIVE anyway.
@@ -213,17 +228,18 @@ impl Pump {
                     match read {
                         Read::Done => return Ok(()),
                         Read::Refilter => continue,
-                        Read::Failed(why) => PumpError::Read(why),
+                        Read::Failed(why) => why,
                     }
                 }
                 Err(e) => e,
             };
-            failures += 1;
-            if failures >= RETRIES {
+            let (since, n) = failing.get_or_insert((Instant::now(), 0));
+            *n += 1;
+            if since.elapsed() >= RETRY_FOR {
                 return Err(why);
             }
-            tracing::debug!(failures, error = %why, "consumer failed; recreating it");
-            let pause = Duration::from_millis(100 << failures.min(6));
+            tracing::debug!(failures = *n, error = %why, "consumer failed; recreating it");
+            let pause = Duration::from_millis(50 << (*n).min(5)).min(MAX_PAUSE);
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = tx.closed() => return Ok(()),
@@ -231,13 +247,26 @@ impl Pump {
         }
     }
 
-    async fn create(&self, filters: &Filters, start: u64) -> Result<PullConsumer, PumpError> {
+    async fn create(&self, filters: &Filters, from: From) -> Result<PullConsumer, PumpError> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let deliver_policy = match from {
+            From::Seq(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
+            From::Time(start_time) => DeliverPolicy::ByStartTime { start_time },
+        };
+        let mut subjects = filters.subjects();
+        // One filter goes into the create subject, `$JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>`.
+        let (filter_subject, filter_subjects) = if subjects.len() == 1 {
+            (subjects.pop().unwrap_or_default(), Vec::new())
+        } else {
+            (String::new(), subjects)
+        };
         self.stream
             .create_consumer(pull::Config {
-                filter_subjects: filters.subjects(),
-                deliver_policy: DeliverPolicy::ByStartSequence {
-                    start_sequence: start,
-                },
+                name: Some(format!("{}-{}-{n}", self.consumer_prefix, instance())),
+                filter_subject,
+                filter_subjects,
+                deliver_policy,
                 ack_policy: AckPolicy::None,
                 inactive_threshold: INACTIVE,
                 memory_storage: true,
@@ -245,7 +274,7 @@ impl Pump {
                 ..Default::default()
             })
             .await
-            .map_err(|e| PumpError::Consumer(e.to_string()))
+            .map_err(PumpError::Consumer)
     }
 
     /// Pulls from `consumer` and hands the matching events to the session, one bounded
@@ -256,8 +285,8 @@ impl Pump {
         mut current: Arc<Filters>,
         filters: &mut watch::Receiver<Arc<Filters>>,
         tx: &mpsc::Sender<Outgoing>,
-        pos: &mut Position,
-        failures: &mut u32,
+        from: &mut From,
+        failing: &mut Option<(Instant, u32)>,
     ) -> Read {
         let subjects = current.subjects();
         // After a pull that could not deliver the next message within `buffer_bytes`, the
@@ -269,19 +298,25 @@ impl Pump {
             } else {
                 (self.pull_batch, self.budget.size)
             };
-            let batch = consumer
-                .batch()
-                .max_messages(count)
-                .max_bytes(bytes)
-                .expires(PULL_EXPIRES)
-                .messages()
-                .await;
-            let mut batch = match batch {
-                Ok(b) => b,
-                Err(e) => return Read::Failed(e.to_string()),
+            let request = pull::BatchConfig {
+                batch: count,
+                expires: Some(PULL_EXPIRES),
+                max_bytes: bytes,
+                idle_heartbeat: HEARTBEAT,
+                ..Default::default()
             };
+            // A fresh inbox per pull, dropped (unsubscribed) when the pull ends: a status
+            // the server sends after a pull is complete must not end the next one.
+            let inbox = async_nats::Subject::from(self.nats.new_inbox());
+            let mut replies = match self.nats.subscribe(inbox.clone()).await {
+                Ok(s) => s,
+                Err(e) => return Read::Failed(PumpError::Subscribe(e)),
+            };
+            if let Err(e) = consumer.request_batch(request, inbox).await {
+                return Read::Failed(PumpError::Pull(e));
+            }
             let mut received = 0usize;
-            loop {
+            while received < count {
                 let m = tokio::select! {
                     biased;
                     changed = filters.changed() => {
@@ -294,78 +329,81 @@ impl Pump {
                         }
                         continue;
                     }
-                    m = batch.next() => m,
+                    m = tokio::time::timeout(SILENCE, replies.next()) => m,
                 };
                 let m = match m {
-                    None => {
-                        tracing::trace!(received, "pull request complete");
-                        break;
+                    Err(_) => return Read::Failed(PumpError::Silent(SILENCE)),
+                    Ok(None) => return Read::Failed(PumpError::Closed),
+                    Ok(Some(m)) => m,
+                };
+                match m.status {
+                    None | Some(async_nats::StatusCode::OK) => {}
+                    Some(async_nats::StatusCode::IDLE_HEARTBEAT) => continue,
+                    // Expired, or (not asked for) no messages: the next request.
+                    Some(async_nats::StatusCode::TIMEOUT | async_nats::StatusCode::NOT_FOUND) => {
+                        break
                     }
-                    Some(Ok(m)) => m,
-                    Some(Err(e)) => {
-                        let text = e.to_string();
-                        tracing::trace!(received, error = %text, "pull request ended");
-                        if text.contains("Exceeds MaxBytes") {
+                    Some(status) => {
+                        let description = m.description.clone().unwrap_or_default();
+                        if description.contains("Exceeds MaxBytes") {
                             one_big = received == 0;
                             break;
                         }
-                        return Read::Failed(text);
+                        return Read::Failed(PumpError::Ended {
+                            status: status.as_u16(),
+                            description,
+                        });
                     }
-                };
+                }
                 received += 1;
-                *failures = 0;
+                *failing = None;
                 one_big = false;
-                if !self.pass(m, &current, tx, pos).await {
+                if !self.pass(m, &current, tx, from).await {
                     return Read::Done;
                 }
             }
+            tracing::trace!(received, "pull request complete");
         }
     }
 
     /// Filters one message and hands it over; `false` when the session is gone.
     async fn pass(
         &self,
-        m: async_nats::jetstream::Message,
+        m: async_nats::Message,
         filters: &Filters,
         tx: &mpsc::Sender<Outgoing>,
-        pos: &mut Position,
+        from: &mut From,
     ) -> bool {
+        let m = async_nats::jetstream::Message {
+            message: m,
+            context: self.js.clone(),
+        };
         let Ok(info) = m.info() else {
             tracing::warn!("message without JetStream metadata: skipped");
             return true;
         };
         let (seq, pending) = (info.stream_sequence, info.pending);
-        pos.next_seq = seq + 1;
+        let stored_us = i64::try_from(info.published.unix_timestamp_nanos() / 1000).unwrap_or(0);
+        *from = From::Seq(seq + 1);
         // Jetstream v1 has no `#sync` event (clients reject unknown kinds).
         if m.message.subject.as_str() == SYNC_SUBJECT {
             return true;
         }
-        let payload = m.message.payload;
-        let env: Envelope = match serde_json::from_slice(&payload) {
-            Ok(env) => env,
-            Err(e) => {
-                tracing::warn!(seq, error = %e, "payload off the contract: skipped");
-                return true;
-            }
+        let Some(event) = event::patch(&m.message.payload, stored_us, seq) else {
+            tracing::warn!(seq, "payload off the contract (subjects.md): skipped");
+            return true;
         };
-        if let Some(w) = pos.window {
-            if env.time_us >= w.until {
-                pos.window = None;
-            } else if env.time_us < w.cursor {
-                return true;
-            }
-        }
-        let size_ok = filters.max_message_bytes == 0 || payload.len() <= filters.max_message_bytes;
-        if !size_ok || !filters.wants_did(&env.did) {
+        let size_ok =
+            filters.max_message_bytes == 0 || event.json.len() <= filters.max_message_bytes;
+        if !size_ok || !filters.wants_did(event.did()) {
             return true;
         }
-        let time_us = env.time_us;
-        let Some(permit) = self.budget.take(payload.len()).await else {
+        let Some(permit) = self.budget.take(event.json.len()).await else {
             return false;
         };
         let out = Outgoing {
-            payload,
-            time_us,
+            payload: event.json,
+            time_us: stored_us,
             pending,
             _permit: permit,
         };
@@ -375,10 +413,3 @@ impl Pump {
 
 /// The subject of `#sync` events, never sent to clients.
 const SYNC_SUBJECT: &str = "bsky.sync";
-
-/// How far the pump has read.
-struct Position {
-    /// The stream sequence after the last message read (delivered or filtered out).
-    next_seq: u64,
-    window: Option<Window>,
-}

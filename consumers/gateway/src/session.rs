@@ -3,7 +3,9 @@
 //!
 //! Where it sits: pump (NATS) → bounded buffer → **session** → client socket. One task per
 //! client runs [`run`]: it waits for the hello when `requireHello` asks for one, starts the
-//! [`Pump`], then writes what the buffer holds, a few messages per flush. A write the
+//! [`Pump`], then writes what the buffer holds, a few messages per flush: text messages, or
+//! for a client that asked for zstd, each one a binary message compressed alone
+//! ([`crate::zstd`]). A write the
 //! socket does not accept within `client.stuck_timeout` closes the client ("stuck"): that
 //! is the only way a client is dropped, never because the gateway is busy.
 
@@ -22,11 +24,14 @@ use yawc::{Frame, HttpWebSocket, OpCode};
 const WRITE_BATCH: usize = 64;
 /// How long the pump may take to delete its consumer when the client leaves.
 const PUMP_EXIT: Duration = Duration::from_secs(2);
-/// How long a close frame may take to leave.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a close frame may take to leave: a stuck client that starts reading again
+/// within this time still gets it, behind what its socket already held.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What every session shares.
 pub struct Shared {
+    pub nats: async_nats::Client,
+    pub js: async_nats::jetstream::Context,
     pub stream: async_nats::jetstream::stream::Stream,
     pub client: crate::config::Client,
     pub metrics: Metrics,
@@ -82,6 +87,18 @@ async fn progress(
     }
 }
 
+/// An error and its sources, on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 /// A close reason fits in 123 bytes.
 fn truncate(text: &str) -> &str {
     let mut end = text.len().min(120);
@@ -94,27 +111,45 @@ fn truncate(text: &str) -> &str {
 /// Serves one upgraded client until it leaves, gets stuck, or the gateway stops.
 pub async fn run(mut ws: HttpWebSocket, request: Request, shared: Arc<Shared>) {
     shared.metrics.clients.inc();
+    let zstd = match request.zstd.then(crate::zstd::Zstd::new).transpose() {
+        Ok(z) => z,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot create a zstd compressor");
+            shared.metrics.close(CloseReason::Stream);
+            shared.metrics.clients.dec();
+            return;
+        }
+    };
     let ended = Session {
         ws: &mut ws,
         shared: &shared,
         sent: None,
+        zstd,
     }
     .serve(request)
     .await;
     tracing::debug!(reason = ended.reason.as_str(), text = %ended.text, "client closed");
+    // Counted first: the close frame may wait for the client to read again.
+    shared.metrics.close(ended.reason);
     if ended.reason != CloseReason::Client {
         let frame = Frame::close(ended.code(), truncate(&ended.text));
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(frame)).await;
+        if tokio::time::timeout(CLOSE_TIMEOUT, ws.send(frame))
+            .await
+            .is_err()
+        {
+            tracing::debug!("the close frame could not be sent: socket dropped");
+        }
     }
-    shared.metrics.close(ended.reason);
     shared.metrics.clients.dec();
 }
 
 struct Session<'a> {
     ws: &'a mut HttpWebSocket,
     shared: &'a Shared,
-    /// (pending, event time) of the last event written, for the lag metrics.
+    /// (pending, storage time) of the last event written, for the lag metrics.
     sent: Option<(u64, i64)>,
+    /// Set when the client asked for Jetstream's zstd.
+    zstd: Option<crate::zstd::Zstd>,
 }
 
 impl Session<'_> {
@@ -127,25 +162,25 @@ impl Session<'_> {
         } else {
             request.filters
         };
-        let start = match pump::start(
-            &self.shared.stream,
-            request.cursor,
-            self.shared.client.cursor_margin,
-        )
-        .await
-        {
+        let start = match pump::start(&self.shared.stream, request.cursor).await {
             Ok(s) => s,
             Err(e) => return Ended::new(CloseReason::Stream, e.to_string()),
         };
+        if start.clamped {
+            self.shared.metrics.cursor_clamped.inc();
+        }
         tracing::debug!(?start, cursor = ?request.cursor, "client starts");
         let budget = Budget::new(self.shared.client.buffer_bytes);
         let (filters_tx, filters_rx) = watch::channel(Arc::new(filters));
         let (tx, rx) = mpsc::channel(self.shared.client.pull_batch.max(WRITE_BATCH));
         let pump = Pump {
+            nats: self.shared.nats.clone(),
+            js: self.shared.js.clone(),
             stream: self.shared.stream.clone(),
             start,
             pull_batch: self.shared.client.pull_batch,
             budget: budget.clone(),
+            consumer_prefix: self.shared.client.consumer_prefix.clone(),
         };
         let mut task = tokio::spawn(pump.run(filters_rx, tx));
         let ended = self.pipe(rx, &filters_tx, &budget, &mut task).await;
@@ -234,7 +269,7 @@ impl Session<'_> {
                     }
                     None => {
                         let why = match (&mut *task).await {
-                            Ok(Err(e)) => e.to_string(),
+                            Ok(Err(e)) => error_chain(&e),
                             Ok(Ok(())) => "stream reader stopped".into(),
                             Err(e) => format!("stream reader failed: {e}"),
                         };
@@ -259,7 +294,16 @@ impl Session<'_> {
         while let Some(out) = next.take() {
             let (len, pending, time_us) = (out.payload.len(), out.pending, out.time_us);
             // The buffer share (`out`'s permit) is released once the socket took the frame.
-            let frame = Frame::text(out.payload.clone());
+            let frame = match &mut self.zstd {
+                None => Frame::text(out.payload.clone()),
+                Some(z) => match z.compress(&out.payload) {
+                    Ok(c) => Frame::binary(c),
+                    Err(e) => {
+                        let why = format!("zstd compression failed: {e}");
+                        return Err(Ended::new(CloseReason::Stream, why));
+                    }
+                },
+            };
             progress(self.shared, self.ws.feed(frame)).await?;
             drop(out);
             self.shared.metrics.messages_sent.inc();

@@ -194,3 +194,48 @@ async fn permessage_deflate_is_negotiated_and_compresses() {
     gw.stop().await;
     pipeline.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skyware_resumes_through_a_reconnect_without_a_gap() {
+    if !common::node_ready() {
+        return;
+    }
+    let pipeline = corpus_pipeline().await;
+    let url = pipeline.nats.url();
+    let first = filtered(&stream_events(&url).await, |_| true);
+    let gw = Gateway::start(common::config(&url)).await;
+    let addr = gw.addr;
+    let mut c = NodeClient::start(json!({
+        "lib": "skyware", "url": gw.url(), "cursor": 1,
+    }))
+    .await;
+    assert!(c.events(first.len()).await == first);
+    // The gateway goes away (1001), the corpus is stored again meanwhile, and a gateway
+    // comes back on the same address: skyware reconnects by itself with the largest
+    // `time_us` it saw.
+    gw.stop().await;
+    let raw = common::payloads(&url).await;
+    common::publish(&url, &raw).await;
+    let all = filtered(&stream_events(&url).await, |_| true);
+    let gw = Gateway::start_at(common::config(&url), addr).await;
+    let resume = first.last().unwrap()["time_us"].as_i64().unwrap();
+    let again = all.len() - first.len();
+    let got = c.events(again).await;
+    // Everything stored after the last event it had, and before it only that event's
+    // microsecond (at least the last event itself: a time cursor is inclusive).
+    let k = all.len() - got.len();
+    assert!(got[..] == all[k..], "not the stream from some point on");
+    assert!(
+        k < first.len(),
+        "nothing repeated: the resume point was not inclusive"
+    );
+    assert!(
+        all[k..first.len()]
+            .iter()
+            .all(|v| v["time_us"].as_i64() == Some(resume)),
+        "repeats events stored before the resume point's microsecond"
+    );
+    c.finish().await;
+    gw.stop().await;
+    pipeline.stop().await.unwrap();
+}

@@ -41,7 +41,7 @@ async fn the_gateway_serves_its_own_mirror_under_the_shipped_permissions() {
     config.stream.mirror = Some(gateway::config::Mirror::default());
     let gw = Gateway::start(config).await;
 
-    // The mirror, read as the gateway: the whole corpus, the same sequences as BSKY.
+    // The mirror, seen by the gateway user: the whole corpus.
     let client = async_nats::ConnectOptions::with_user_and_password(
         "gateway".into(),
         "pGatewayTest1".into(),
@@ -69,20 +69,44 @@ async fn the_gateway_serves_its_own_mirror_under_the_shipped_permissions() {
         mirror.cached_info().config.mirror.is_some(),
         "BSKY in account GATEWAY is a mirror"
     );
-    let mut stored = Vec::new();
+
+    // The origin, read as the operator: each message's sequence and storage time, which
+    // the gateway's `cursor` and `time_us` must carry although it reads the mirror.
+    let operator = async_nats::ConnectOptions::with_user_and_password(
+        "operator".into(),
+        "pOperatorTest1".into(),
+    )
+    .custom_inbox_prefix("_INBOX_operator")
+    .connect(&url)
+    .await
+    .expect("connect as operator");
+    let origin = async_nats::jetstream::new(operator)
+        .get_stream("BSKY")
+        .await
+        .expect("the stream BSKY");
+    let mut want = Vec::new();
+    let mut stored = std::collections::HashMap::new();
     for seq in 1..=held {
-        let m = mirror.direct_get(seq).await.expect("direct get");
-        stored.push(serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap());
+        let m = origin.direct_get(seq).await.expect("direct get");
+        let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        if v["kind"] != "sync" {
+            let us = i64::try_from(m.time.unix_timestamp_nanos() / 1000).unwrap();
+            stored.insert(seq, us);
+            want.push(v);
+        }
     }
-    let want: Vec<_> = stored
-        .iter()
-        .filter(|v| v["kind"] != "sync")
-        .cloned()
-        .collect();
 
     let mut ws = raw_client(&gw, "cursor=0").await;
     let got = raw_events(&mut ws, want.len()).await;
     assert_eq!(keys(&got), keys(&want), "every event, from the mirror");
+    for e in &got {
+        let seq = e["cursor"].as_u64().expect("cursor");
+        assert_eq!(
+            e["time_us"].as_i64(),
+            stored.get(&seq).copied(),
+            "the mirror keeps the stream's sequence {seq} and its storage time"
+        );
+    }
     gw.stop().await;
     pipeline.stop().await.expect("stop");
 }

@@ -1,6 +1,7 @@
 //! A client that reads nothing, against the real `gateway` binary: its memory stays within
 //! what its buffer allows (not a timing assertion: a bound on bytes), another client
-//! receives everything meanwhile, and the stuck one is closed with reason "stuck".
+//! receives everything meanwhile, and the stuck one is closed with reason "stuck": when it
+//! reads again, it finds a close frame (1008, "too slow…") behind what its socket held.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
@@ -75,7 +76,7 @@ async fn a_client_that_reads_nothing_costs_no_more_than_its_buffer() {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let stream = socket.connect(addr).await.unwrap();
-    let (_slow, _) =
+    let (mut slow, _) =
         tokio_tungstenite::client_async(format!("ws://{addr}/subscribe?cursor=0"), stream)
             .await
             .unwrap();
@@ -121,10 +122,10 @@ async fn a_client_that_reads_nothing_costs_no_more_than_its_buffer() {
     // Another client receives everything meanwhile.
     let gw_url = format!("ws://{addr}/subscribe?cursor=0");
     let mut fast = tokio_tungstenite::connect_async(gw_url).await.unwrap().0;
-    let got = raw_events(&mut fast, every.len()).await;
-    assert!(got == every, "the other client got {} events", got.len());
+    let want = every.len();
+    let fast = tokio::spawn(async move { raw_events(&mut fast, want).await });
 
-    // The stuck one is closed with its reason.
+    // The stuck one is closed with its reason ...
     let stuck = "bsky_gateway_clients_closed_total{reason=\"stuck\"}";
     while metric(addr, stuck).await < 1.0 {
         assert!(
@@ -133,6 +134,22 @@ async fn a_client_that_reads_nothing_costs_no_more_than_its_buffer() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // ... and, reading again at once, finds what its socket held, then the close frame.
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::Message;
+    let close = loop {
+        match tokio::time::timeout(PATIENCE, slow.next()).await.unwrap() {
+            Some(Ok(Message::Text(_))) => {}
+            Some(Ok(Message::Close(frame))) => break frame.expect("a close frame with a code"),
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    assert_eq!(close.code, CloseCode::Policy);
+    assert!(close.reason.contains("too slow"), "{}", close.reason);
+
+    let got = fast.await.unwrap();
+    assert!(got == every, "the other client got {} events", got.len());
     let status = gateway.terminate(Duration::from_secs(10)).unwrap();
     assert!(status.success(), "{status}");
     pipeline.stop().await.unwrap();

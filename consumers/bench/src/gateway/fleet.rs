@@ -2,10 +2,13 @@
 //!
 //! Where it sits: stream `BSKY` → gateway (child process) → **fleet** (this process). Each
 //! client connects to `/subscribe?cursor=0` (a cursor older than the stream: its first
-//! message, every collection, no DID filter), counts the text frames and their bytes (it
-//! keeps none of them) until it has `want`, then closes. The fleet reports the wall time
+//! message, every collection, no DID filter), counts the messages and their bytes (it
+//! keeps none of them) until it has `want`, then closes. With zstd the bytes are the
+//! compressed frames (the client does not decompress them); with permessage-deflate (a
+//! yawc client, which inflates) the payload bytes. The fleet reports the wall time
 //! from the first connect to the last client done, and each client's own figures.
 
+use super::Encoding;
 use anyhow::{anyhow, bail, Context as _};
 use consumer_bench::STALL;
 use futures_util::StreamExt;
@@ -58,6 +61,7 @@ impl Fleet {
 /// each progress line (the caller's view of the gateway, e.g. its RSS).
 pub async fn run(
     url: &str,
+    encoding: Encoding,
     n: usize,
     want: u64,
     sample: impl Fn() -> String,
@@ -68,9 +72,13 @@ pub async fn run(
     for id in 0..n {
         let (url, delivered) = (url.to_string(), delivered.clone());
         set.spawn(async move {
-            client(&url, want, &delivered, start)
-                .await
-                .with_context(|| format!("client {id}"))
+            let done = match encoding {
+                Encoding::Deflate => deflate_client(&url, want, &delivered, start).await,
+                Encoding::Plain | Encoding::Zstd => {
+                    client(&url, encoding, want, &delivered, start).await
+                }
+            };
+            done.with_context(|| format!("client {id}"))
         });
     }
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS, PROGRESS);
@@ -101,6 +109,7 @@ pub async fn run(
 /// One client: connect, count `want` messages, close.
 async fn client(
     url: &str,
+    encoding: Encoding,
     want: u64,
     delivered: &AtomicU64,
     start: Instant,
@@ -115,7 +124,7 @@ async fn client(
             .await
             .map_err(|_| anyhow!("nothing for {STALL:?} after {msgs} of {want} messages"))?;
         match frame {
-            Some(Ok(Message::Text(t))) => {
+            Some(Ok(Message::Text(t))) if encoding == Encoding::Plain => {
                 msgs += 1;
                 bytes += t.len() as u64;
                 unflushed += 1;
@@ -127,7 +136,18 @@ async fn client(
             Some(Ok(Message::Close(why))) => {
                 bail!("closed by the gateway after {msgs} of {want} messages: {why:?}")
             }
-            Some(Ok(Message::Binary(_))) => bail!("a binary frame: the gateway sends text"),
+            Some(Ok(Message::Binary(b))) if encoding == Encoding::Zstd => {
+                msgs += 1;
+                bytes += b.len() as u64;
+                unflushed += 1;
+                if unflushed == FLUSH_EVERY {
+                    delivered.fetch_add(unflushed, Ordering::Relaxed);
+                    unflushed = 0;
+                }
+            }
+            Some(Ok(Message::Text(_) | Message::Binary(_))) => {
+                bail!("{encoding:?}: a frame of the other kind")
+            }
             Some(Ok(_)) => {} // ping, pong
             Some(Err(e)) => return Err(e).context(format!("reading, after {msgs} messages")),
             None => bail!("connection ended after {msgs} of {want} messages"),
@@ -137,6 +157,54 @@ async fn client(
     delivered.fetch_add(unflushed, Ordering::Relaxed);
     // Best effort: the figures are taken; the gateway sees the close or the reset.
     let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+    Ok(Client {
+        msgs,
+        bytes,
+        done_at,
+    })
+}
+
+/// One client negotiating permessage-deflate (yawc inflates each message).
+async fn deflate_client(
+    url: &str,
+    want: u64,
+    delivered: &AtomicU64,
+    start: Instant,
+) -> anyhow::Result<Client> {
+    use yawc::{OpCode, Options, WebSocket};
+    let options = Options::default()
+        .with_balanced_compression()
+        .with_max_payload_read(16 << 20);
+    let mut ws = tokio::time::timeout(
+        STALL,
+        WebSocket::connect(url.parse()?).with_options(options),
+    )
+    .await
+    .map_err(|_| anyhow!("no WebSocket upgrade within {STALL:?}"))?
+    .context("connecting")?;
+    let (mut msgs, mut bytes, mut unflushed) = (0u64, 0u64, 0u64);
+    while msgs < want {
+        let frame = tokio::time::timeout(STALL, ws.next())
+            .await
+            .map_err(|_| anyhow!("nothing for {STALL:?} after {msgs} of {want} messages"))?
+            .ok_or_else(|| anyhow!("connection ended after {msgs} of {want} messages"))?;
+        match frame.opcode() {
+            OpCode::Text => {
+                msgs += 1;
+                bytes += frame.payload().len() as u64;
+                unflushed += 1;
+                if unflushed == FLUSH_EVERY {
+                    delivered.fetch_add(unflushed, Ordering::Relaxed);
+                    unflushed = 0;
+                }
+            }
+            OpCode::Close => bail!("closed by the gateway after {msgs} of {want} messages"),
+            OpCode::Binary => bail!("a binary frame: the gateway sends text"),
+            _ => {}
+        }
+    }
+    let done_at = start.elapsed().as_secs_f64();
+    delivered.fetch_add(unflushed, Ordering::Relaxed);
     Ok(Client {
         msgs,
         bytes,

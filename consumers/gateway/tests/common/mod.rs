@@ -33,7 +33,12 @@ pub fn config(nats_url: &str) -> gateway::config::Config {
 
 impl Gateway {
     pub async fn start(config: gateway::config::Config) -> Gateway {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_at(config, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// The same on a given address (port 0: any), e.g. the address of one just stopped.
+    pub async fn start_at(config: gateway::config::Config, addr: SocketAddr) -> Gateway {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(gateway::serve(listener, config, shutdown.clone()));
@@ -92,15 +97,68 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body.to_string())
 }
 
-/// Every message of stream `BSKY`, in order: (sequence, payload as JSON).
+/// Every message of stream `BSKY`, in order: (sequence, payload as JSON as the gateway
+/// must send it: `time_us` the storage time in microseconds, `cursor` the sequence). The
+/// stored payload itself carries the event's own time; [`event_times`] reads those.
 pub async fn stream_events(nats_url: &str) -> Vec<(u64, Value)> {
+    stored(nats_url)
+        .await
+        .into_iter()
+        .map(|(seq, mut v, stored_us)| {
+            v["time_us"] = stored_us.into();
+            v["cursor"] = seq.into();
+            (seq, v)
+        })
+        .collect()
+}
+
+/// The event's own time (`time_us` in the stream payload) of every message, in order.
+pub async fn event_times(nats_url: &str) -> Vec<i64> {
+    stored(nats_url)
+        .await
+        .iter()
+        .map(|(_, v, _)| v["time_us"].as_i64().unwrap())
+        .collect()
+}
+
+/// (sequence, stored payload, storage time in microseconds), read back with direct gets.
+pub async fn stored(nats_url: &str) -> Vec<(u64, Value, i64)> {
     let js = async_nats::jetstream::new(async_nats::connect(nats_url).await.unwrap());
     let stream = js.get_stream("BSKY").await.unwrap();
     let last = stream.get_info().await.unwrap().state.last_sequence;
     let mut out = Vec::new();
     for seq in 1..=last {
         let m = stream.direct_get(seq).await.unwrap();
-        out.push((seq, serde_json::from_slice(&m.payload).unwrap()));
+        let stored_us = i64::try_from(m.time.unix_timestamp_nanos() / 1000).unwrap();
+        out.push((seq, serde_json::from_slice(&m.payload).unwrap(), stored_us));
+    }
+    out
+}
+
+/// A stored message as the ingestor published it: (subject, payload bytes).
+pub type Raw = (String, bytes::Bytes);
+
+/// Publishes raw messages again, as the ingestor would.
+pub async fn publish(nats_url: &str, messages: &[Raw]) {
+    let js = async_nats::jetstream::new(async_nats::connect(nats_url).await.unwrap());
+    for (subject, body) in messages {
+        js.publish(subject.clone(), body.clone())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+}
+
+/// Every stored message, raw (event times, no cursor).
+pub async fn payloads(nats_url: &str) -> Vec<Raw> {
+    let js = async_nats::jetstream::new(async_nats::connect(nats_url).await.unwrap());
+    let stream = js.get_stream("BSKY").await.unwrap();
+    let last = stream.get_info().await.unwrap().state.last_sequence;
+    let mut out = Vec::new();
+    for seq in 1..=last {
+        let m = stream.direct_get(seq).await.unwrap();
+        out.push((m.subject.to_string(), m.payload));
     }
     out
 }
@@ -116,8 +174,16 @@ pub fn filtered(all: &[(u64, Value)], keep: impl Fn(&Value) -> bool) -> Vec<Valu
 
 /// The stream filled from a capture by the real ingestor.
 pub async fn pipeline(capture: staging::capture::Capture) -> ingest::testing::Pipeline {
+    pipeline_with(capture, Default::default()).await
+}
+
+/// The same, the relay replaying with `opts` (e.g. at live pace).
+pub async fn pipeline_with(
+    capture: staging::capture::Capture,
+    opts: staging::replay::ReplayOptions,
+) -> ingest::testing::Pipeline {
     let n = capture.len() as u64;
-    let p = ingest::testing::Pipeline::start(Arc::new(capture), Default::default())
+    let p = ingest::testing::Pipeline::start(Arc::new(capture), opts)
         .await
         .expect("pipeline");
     // Every frame gives at least one message; then wait for the stream to stop growing.
@@ -229,12 +295,16 @@ impl NodeClient {
             let left = PATIENCE.saturating_sub(start.elapsed());
             match self.next_line(left).await {
                 Some(v) if v.get("$close").is_some() => panic!("closed: {v}"),
+                // A reconnect (skyware reconnects by itself, with its cursor).
+                Some(v) if v.get("$open").is_some() => {}
                 Some(v) => out.push(v),
                 None => panic!("{} of {n} events after {PATIENCE:?}", out.len()),
             }
         }
         while let Some(v) = self.next_line(SETTLE).await {
-            out.push(v);
+            if v.get("$open").is_none() {
+                out.push(v);
+            }
         }
         out
     }
@@ -273,7 +343,8 @@ pub async fn raw_client(
     tokio_tungstenite::connect_async(url).await.unwrap().0
 }
 
-/// Reads `n` text events from a raw client, then whatever else comes within [`SETTLE`].
+/// Reads `n` text events from a raw client (failing when nothing comes for [`PATIENCE`]),
+/// then whatever else comes within [`SETTLE`].
 pub async fn raw_events<S>(ws: &mut S, n: usize) -> Vec<Value>
 where
     S: futures_util::Stream<
@@ -287,11 +358,8 @@ where
     let mut out = Vec::new();
     let start = Instant::now();
     loop {
-        let wait = if out.len() < n {
-            PATIENCE.saturating_sub(start.elapsed())
-        } else {
-            SETTLE
-        };
+        // A stall, not a slow machine, fails the read: PATIENCE without a message.
+        let wait = if out.len() < n { PATIENCE } else { SETTLE };
         match tokio::time::timeout(wait, ws.next()).await {
             Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) => {
                 out.push(serde_json::from_str(t.as_str()).unwrap())
@@ -299,8 +367,37 @@ where
             Ok(Some(Ok(other))) => panic!("unexpected frame {other:?}"),
             Ok(Some(Err(e))) => panic!("client error: {e}"),
             Ok(None) => panic!("closed after {} events", out.len()),
-            Err(_) if out.len() < n => panic!("{} of {n} events after {PATIENCE:?}", out.len()),
+            Err(_) if out.len() < n => panic!(
+                "{} of {n} events, then nothing for {PATIENCE:?} ({:?} in all)",
+                out.len(),
+                start.elapsed()
+            ),
             Err(_) => return out,
+        }
+    }
+}
+
+/// Connects with `?query` and reads until the message whose `cursor` is `last`: on a stream
+/// that no longer grows, everything the client will ever get, without waiting for more.
+pub async fn read_until(gw: &Gateway, query: &str, last: u64) -> Vec<Value> {
+    use futures_util::StreamExt;
+    let mut ws = raw_client(gw, query).await;
+    let mut out = Vec::new();
+    loop {
+        let frame = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("{query}: {} events, then nothing", out.len()));
+        match frame {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                let done = v["cursor"].as_u64() == Some(last);
+                out.push(v);
+                if done {
+                    let _ = ws.close(None).await;
+                    return out;
+                }
+            }
+            other => panic!("{query}: unexpected {other:?}"),
         }
     }
 }
