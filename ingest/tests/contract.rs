@@ -62,7 +62,7 @@ fn headers_and_subjects_are_documented() {
     assert!(doc.contains(&format!("`{}` everything", contract::subject::ALL)));
     let stream = ingest::stream::stream_config(&ingest::config::Config::default().stream);
     assert_eq!(stream.subjects, vec![contract::subject::ALL.to_string()]);
-    assert!(doc.contains(&format!("| subjects | `{}` |", contract::subject::ALL)));
+    assert!(doc.contains(&format!("| subjects | `{}`;", contract::subject::ALL)));
 }
 
 #[test]
