@@ -13,11 +13,14 @@
 //! - [`shutdown`]: SIGTERM / SIGINT cancel one token; a second signal exits at once;
 //! - [`process`]: a binary's `main` around its `run(config, shutdown)`: exit codes,
 //!   logging, the runtime;
-//! - [`backoff`]: the retry delay, exponential with jitter.
+//! - [`backoff`]: the retry delay, exponential with jitter;
+//! - [`supervise`]: a binary's tasks under one root token, stopped in stages; the first
+//!   failure stops the rest and is returned with its reason.
 
 pub mod backoff;
 pub mod config;
 pub mod nats;
 pub mod process;
 pub mod shutdown;
+pub mod supervise;
 pub mod telemetry;
