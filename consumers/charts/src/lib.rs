@@ -68,7 +68,7 @@ pub async fn run(config: Config, start: Start, shutdown: CancellationToken) -> a
             start,
         },
         handler: handler::Charts::new(clock, skips),
-        metrics: metrics,
+        metrics,
         progress: progress_tx,
         listener,
         router,

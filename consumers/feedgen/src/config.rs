@@ -446,7 +446,7 @@ mod tests {
     }
 
     #[test]
-    fn help_lists_every_key() -> Result<(), figment::Error> {
+    fn help_lists_every_key() -> Result<(), Box<figment::Error>> {
         use clap::CommandFactory;
         let help = Flags::command()
             .after_help(after_help())

@@ -94,9 +94,9 @@ pub async fn run(config: Config, start: Start, shutdown: CancellationToken) -> a
             state: config.state.clone(),
             start,
         },
-        handler: handler,
+        handler,
         metrics: kit_metrics,
-        progress: progress,
+        progress,
         listener,
         router,
     };

@@ -16,7 +16,10 @@ const WIDTH: usize = 92;
 /// The settings' keys of `defaults`, table by table. `hints` adds a note after a key,
 /// e.g. `("stream.compression", "s2|none")`. An array of tables is listed as `[[name]]`
 /// with its first element's keys (give a default with one element).
-pub fn keys<T: Serialize>(defaults: &T, hints: &[(&str, &str)]) -> Result<String, figment::Error> {
+pub fn keys<T: Serialize>(
+    defaults: &T,
+    hints: &[(&str, &str)],
+) -> Result<String, Box<figment::Error>> {
     let Value::Dict(_, top) = Value::serialize(defaults)? else {
         return Ok(String::new());
     };
@@ -110,7 +113,7 @@ pub fn parse_flags<F: clap::Parser>(after: String) -> F {
 
 /// The dotted keys of `defaults` that `help` (a whole `--help` text) does not list under
 /// their table: empty when the list is complete. For the binaries' tests.
-pub fn missing<T: Serialize>(help: &str, defaults: &T) -> Result<Vec<String>, figment::Error> {
+pub fn missing<T: Serialize>(help: &str, defaults: &T) -> Result<Vec<String>, Box<figment::Error>> {
     let Value::Dict(_, top) = Value::serialize(defaults)? else {
         return Ok(Vec::new());
     };
@@ -185,7 +188,7 @@ mod tests {
     }
 
     #[test]
-    fn every_table_and_key_is_listed_with_its_hint() -> Result<(), figment::Error> {
+    fn every_table_and_key_is_listed_with_its_hint() -> Result<(), Box<figment::Error>> {
         let c = Config {
             nats: Nats {
                 url: "nats://x".into(),
