@@ -224,22 +224,9 @@ impl Default for Log {
 #[command(
     name = "ingest",
     version,
-    about = "Reads the Bluesky firehose once and republishes every event into NATS JetStream.",
-    after_help = "Every setting can also come from a TOML file (--config) or the environment \
-(prefix BSKY_INGEST_, nesting with __, e.g. BSKY_INGEST_NATS__URL). Precedence: defaults < file < \
-environment < flags. Settings (file keys):\n\
-  [relay]   url, max_frame_bytes, idle_timeout, reconnect_min, reconnect_max, start_cursor,\n\
-            future_cursor_limit\n\
-  [nats]    url, user, password, password_file, token, token_file, creds_file, nkey_seed,\n\
-            tls_ca, tls_cert, tls_key, name, inbox_prefix (credentials may also sit in the URL)\n\
-  [stream]  name, max_age, max_bytes, replicas, duplicate_window, compression (s2|none)\n\
-  [publish] window, window_bytes, ack_timeout, batch, batch_flow\n\
-  [cursor]  bucket, key, save_interval\n\
-  [lease]   ttl\n\
-  [metrics] listen (empty = off)\n\
-  [log]     format (text|json), progress_interval\n\
-Durations are written like \"500ms\", \"5s\", \"2m\", \"72h\". See subjects.md for the contract."
+    about = "Reads the Bluesky firehose once and republishes every event into NATS JetStream."
 )]
+// `--help`'s text after the flags is [`after_help`], built at run time.
 pub struct Flags {
     /// TOML configuration file.
     #[arg(long, value_name = "FILE")]
@@ -269,6 +256,27 @@ pub struct Flags {
     #[arg(long, value_name = "FORMAT")]
     #[serde(skip)]
     pub log_format: Option<String>,
+}
+
+/// Notes after some keys in `--help`.
+const HINTS: &[(&str, &str)] = &[
+    ("nats.url", "credentials may also sit in the URL"),
+    ("stream.compression", "s2|none"),
+    ("metrics.listen", "empty = off"),
+    ("log.format", "text|json"),
+];
+
+/// What `--help` says after the flags: the sources, then every key of [`Config`], read
+/// from its defaults ([`service::help::keys`]), so the list cannot drift from the type.
+pub fn after_help() -> String {
+    let keys = service::help::keys(&Config::default(), HINTS)
+        .unwrap_or_else(|e| format!("  (the settings cannot be listed: {e})\n"));
+    format!(
+        "Every setting can also come from a TOML file (--config) or the environment \
+(prefix {ENV_PREFIX}, nesting with __, e.g. {ENV_PREFIX}NATS__URL). Precedence: defaults < file < \
+environment < flags. Settings (file keys):\n{keys}\
+Durations are written like \"500ms\", \"5s\", \"2m\", \"72h\". See subjects.md for the contract."
+    )
 }
 
 impl Config {
@@ -407,6 +415,19 @@ mod tests {
 
     fn no_env() -> figment::providers::Env {
         Sources::env("BSKY_INGEST_TEST_UNUSED_PREFIX_")
+    }
+
+    #[test]
+    fn help_lists_every_key() -> Result<(), Box<figment::Error>> {
+        use clap::CommandFactory;
+        let help = Flags::command()
+            .after_help(after_help())
+            .render_long_help()
+            .to_string();
+        let missing = service::help::missing(&help, &Config::default())?;
+        assert!(missing.is_empty(), "not in --help: {missing:?}\n{help}");
+        assert!(help.contains("compression (s2|none)"), "{help}");
+        Ok(())
     }
 
     #[test]

@@ -15,8 +15,11 @@
 //! same function in-process ([`testing`], feature `testing`), the ingestor's own tests run
 //! the binary.
 //!
-//! Every task is watched: one that fails or panics stops the others and makes [`run`]
-//! return the error, so the process exits non-zero and a supervisor sees it.
+//! Every task runs under one supervisor (`service::supervise`): one that fails, panics or
+//! ends too early stops the others and makes [`run`] return the error with the task's
+//! name, so the process exits non-zero and a process supervisor sees it. Shutdown stops
+//! them in stages: reader and publisher (which drains), then the cursor saver, then the
+//! lease.
 
 pub mod config;
 pub mod cursor;
@@ -31,11 +34,12 @@ pub mod testing;
 
 use anyhow::Context as _;
 use config::Config;
+use service::supervise::{Role, Supervisor};
 use std::future::Future;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::info;
 
 /// Decoded frames waiting for the publisher; small, since the publish window is the buffer.
 const CHANNEL_FRAMES: usize = 64;
@@ -43,6 +47,8 @@ const CHANNEL_FRAMES: usize = 64;
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(2500);
 /// How long shutdown waits for the final cursor save, and for the lease release.
 const SAVE_TIMEOUT: Duration = Duration::from_secs(1);
+/// What the first stop stage is given on top of the drain; also the last flush's timeout.
+const STOP_MARGIN: Duration = Duration::from_millis(500);
 
 /// Runs `step` unless `shutdown` fires first (then `None`).
 async fn unless_stopped<T>(
@@ -89,35 +95,30 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         "resuming"
     );
 
-    let metrics_task = match config.metrics.listen.as_str() {
+    let metrics_listener = match config.metrics.listen.as_str() {
         "" => None,
         listen => {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("metrics.listen {listen}"))?;
             info!(addr = %listener.local_addr()?, "metrics on /metrics");
-            Some(tokio::spawn(service::telemetry::serve_metrics(
-                listener,
-                metrics.registry(),
-                shutdown.clone(),
-            )))
+            Some(listener)
         }
     };
 
-    // Tasks: the reader stops on `shutdown`; the publisher drains after it; the cursor is
-    // stored last; the lease is released after that.
+    // Stages: the reader, the publisher (which drains after it), the progress log and the
+    // metrics server stop on `shutdown`; the cursor is stored after the publisher has
+    // ended; the lease is released last.
+    let mut tasks = Supervisor::<TaskFailure>::new(&shutdown, DRAIN_TIMEOUT + STOP_MARGIN);
+    let saving = tasks.stage(SAVE_TIMEOUT + Duration::from_millis(200));
+    let leasing = tasks.stage(SAVE_TIMEOUT);
     let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
     let (cursor_tx, cursor_rx) = watch::channel(start.position);
-    let saver_done = CancellationToken::new();
-    let lease_done = CancellationToken::new();
-    let mut reader = tokio::spawn(relay::run(
-        config.relay.clone(),
-        start.relay_cursor,
-        start.stored_until,
-        tx,
-        metrics.clone(),
-        shutdown.clone(),
-    ));
+    let relay = config.relay.clone();
+    let m = metrics.clone();
+    tasks.spawn(0, "relay reader", Role::Root, move |stop| {
+        relay::run(relay, start.relay_cursor, start.stored_until, tx, m, stop)
+    });
     let publisher = publish::Publisher {
         client: client.clone(),
         js: js.clone(),
@@ -131,100 +132,52 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         last_sequence: start.last_sequence,
         max_payload,
     };
-    let mut publisher = tokio::spawn(publisher.run(rx, cursor_tx, DRAIN_TIMEOUT, shutdown.clone()));
-    let saver =
-        tokio::spawn(store.keep(cursor_rx, config.cursor.save_interval, saver_done.clone()));
-    let mut lease = tokio::spawn(lease.keep(lease_done.clone()));
-    let progress = tokio::spawn(progress(
-        metrics.clone(),
-        config.log.progress_interval,
-        shutdown.clone(),
-    ));
+    tasks.spawn(0, "publisher", Role::Keeper, move |stop| {
+        publisher.run(rx, cursor_tx, DRAIN_TIMEOUT, stop)
+    });
+    let every = config.log.progress_interval;
+    let m = metrics.clone();
+    tasks.spawn(0, "progress log", Role::Helper, move |stop| async move {
+        progress(m, every, stop).await;
+        Ok::<_, TaskFailure>(())
+    });
+    if let Some(listener) = metrics_listener {
+        let registry = metrics.registry();
+        tasks.spawn(0, "metrics server", Role::Keeper, move |stop| {
+            service::telemetry::serve_metrics(listener, registry, stop)
+        });
+    }
+    let interval = config.cursor.save_interval;
+    tasks.spawn(
+        saving,
+        "cursor saver",
+        Role::Keeper,
+        move |stop| async move {
+            store.keep(cursor_rx, interval, stop).await;
+            Ok::<_, TaskFailure>(())
+        },
+    );
+    tasks.spawn(leasing, "lease", Role::Keeper, move |stop| lease.keep(stop));
 
-    let mut failure: Option<anyhow::Error> = None;
-    // The first failure is returned (and logged by main); later ones are logged here.
-    let mut fail = |e: anyhow::Error, shutdown: &CancellationToken| {
-        match &failure {
-            Some(_) => error!("{e:#}"),
-            None => failure = Some(e),
-        }
-        shutdown.cancel();
-    };
-    let mut publisher_done = false;
-    let mut lease_ended = false;
-    // Until the reader ends: it ends on shutdown, or fails, or another task does.
-    loop {
-        tokio::select! {
-            r = &mut reader => {
-                if let Some(e) = outcome("relay reader", r) { fail(e, &shutdown); }
-                break;
-            }
-            r = &mut publisher, if !publisher_done => {
-                publisher_done = true;
-                match outcome("publisher", r) {
-                    Some(e) => fail(e, &shutdown),
-                    None if shutdown.is_cancelled() => {} // drained after the signal
-                    None => fail(anyhow::anyhow!("the publisher stopped early"), &shutdown),
-                }
-            }
-            r = &mut lease, if !lease_ended => {
-                lease_ended = true;
-                let e = outcome("lease", r)
-                    .unwrap_or_else(|| anyhow::anyhow!("the lease keeper stopped early"));
-                fail(e, &shutdown);
-            }
-        }
-    }
-    shutdown.cancel();
-    if !publisher_done {
-        match tokio::time::timeout(DRAIN_TIMEOUT + Duration::from_millis(500), &mut publisher).await
-        {
-            Ok(r) => {
-                if let Some(e) = outcome("publisher", r) {
-                    fail(e, &shutdown);
-                }
-            }
-            Err(_) => publisher.abort(),
-        }
-    }
-    saver_done.cancel();
-    let _ = tokio::time::timeout(SAVE_TIMEOUT + Duration::from_millis(200), saver).await;
-    lease_done.cancel();
-    if !lease_ended {
-        match tokio::time::timeout(SAVE_TIMEOUT, &mut lease).await {
-            Ok(r) => {
-                if let Some(e) = outcome("lease", r) {
-                    fail(e, &shutdown);
-                }
-            }
-            Err(_) => lease.abort(),
-        }
-    }
-    progress.abort();
-    if let Some(t) = metrics_task {
-        let _ = tokio::time::timeout(Duration::from_millis(500), t).await;
-    }
-    let _ = tokio::time::timeout(Duration::from_millis(500), client.flush()).await;
-    match failure {
-        Some(e) => Err(e),
-        None => {
-            info!("stopped");
-            Ok(())
-        }
-    }
+    let result = tasks.run().await;
+    let _ = tokio::time::timeout(STOP_MARGIN, client.flush()).await;
+    result?;
+    info!("stopped");
+    Ok(())
 }
 
-/// What a finished task says: `None` when it ended well.
-fn outcome<E: Into<anyhow::Error>>(
-    task: &str,
-    joined: Result<Result<(), E>, tokio::task::JoinError>,
-) -> Option<anyhow::Error> {
-    match joined {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(e.into().context(format!("{task} stopped"))),
-        Err(e) if e.is_panic() => Some(anyhow::anyhow!("{task} panicked: {e}")),
-        Err(e) => Some(anyhow::anyhow!("{task} was cancelled: {e}")),
-    }
+/// What stopped one of [`run`]'s tasks.
+#[derive(Debug, thiserror::Error)]
+enum TaskFailure {
+    #[error(transparent)]
+    Relay(#[from] relay::RelayError),
+    #[error(transparent)]
+    Publish(#[from] publish::PublishError),
+    #[error(transparent)]
+    Lease(#[from] lease::LeaseError),
+    /// The metrics server.
+    #[error(transparent)]
+    Metrics(#[from] std::io::Error),
 }
 
 /// What start-up sets up before the tasks run.

@@ -170,27 +170,42 @@ impl Default for Log {
 #[command(
     name = "charts",
     version,
-    about = "Activity charts of the Bluesky network (posts, likes, DAU, languages…) by event time, from the bsky stream.",
-    after_help = "Every setting can also come from a TOML file (--config) or the environment \
-(prefix BSKY_CHARTS_, nesting with __, e.g. BSKY_CHARTS_NATS__URL). Precedence: defaults < file < \
-environment < flags. Settings (file keys):\n\
-  [nats]     url, user, password, password_file, token, token_file, creds_file, nkey_seed,\n\
-             tls_ca, tls_cert, tls_key, name, inbox_prefix (credentials may also sit in the URL)\n\
-  [consumer] stream, durable, subjects, batch, linger, max_ack_pending, ack_wait,\n\
-             retry_min, retry_max, seek_margin, status_interval\n\
-  [state]    path, synchronous (full|normal), cache_mib\n\
-  [http]     listen, range (2d|30d|1y|all: the default view)\n\
-  [upstream] label (live|staging: the page marks staging data)\n\
-  [clock]    future_skew (e.g. 10m), floor (e.g. 2023-01-01): events dated past either\n\
-             are counted, not charted\n\
-  [log]      format (text|json)\n\
-Rebuild: --from-time T drops the figures of the UTC days from T's on and counts them again\n\
-from the stream; --from-seq N drops everything and counts from stream sequence N. Give\n\
-either once: the database remembers a rebuild in progress."
+    about = "Activity charts of the Bluesky network (posts, likes, DAU, languages…) by event time, from the bsky stream."
 )]
+// `--help`'s text after the flags is [`after_help`], built at run time.
 pub struct Flags {
     #[command(flatten)]
     pub common: kit::config::ConsumerFlags,
+}
+
+/// Notes after some keys in `--help`.
+const HINTS: &[(&str, &str)] = &[
+    ("nats.url", "credentials may also sit in the URL"),
+    ("state.synchronous", "full|normal"),
+    ("log.format", "text|json"),
+    ("http.range", "2d|30d|1y|all: the default view"),
+    (
+        "upstream.label",
+        "live|staging: the page marks staging data",
+    ),
+    ("clock.future_skew", "e.g. 10m"),
+    ("clock.floor", "e.g. 2023-01-01"),
+];
+
+/// What `--help` says after the flags: the sources, then every key of [`Config`], read
+/// from its defaults ([`service::help::keys`]), so the list cannot drift from the type.
+pub fn after_help() -> String {
+    let keys = service::help::keys(&Config::default(), HINTS)
+        .unwrap_or_else(|e| format!("  (the settings cannot be listed: {e})\n"));
+    format!(
+        "Every setting can also come from a TOML file (--config) or the environment \
+(prefix {ENV_PREFIX}, nesting with __, e.g. {ENV_PREFIX}NATS__URL). Precedence: defaults < file < \
+environment < flags. Settings (file keys):\n{keys}\
+Events dated past clock.future_skew or before clock.floor are counted, not charted.\n\
+Rebuild: --from-time T drops the figures of the UTC days from T's on and counts them again\n\
+from the stream; --from-seq N drops everything and counts from stream sequence N. Give\n\
+either once: the database remembers a rebuild in progress."
+    )
 }
 
 impl Config {
@@ -243,6 +258,18 @@ mod tests {
 
     fn no_env() -> &'static str {
         "BSKY_CHARTS_TEST_UNUSED_PREFIX_"
+    }
+
+    #[test]
+    fn help_lists_every_key() -> Result<(), Box<figment::Error>> {
+        use clap::CommandFactory;
+        let help = Flags::command()
+            .after_help(after_help())
+            .render_long_help()
+            .to_string();
+        let missing = service::help::missing(&help, &Config::default())?;
+        assert!(missing.is_empty(), "not in --help: {missing:?}\n{help}");
+        Ok(())
     }
 
     #[test]

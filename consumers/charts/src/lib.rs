@@ -60,22 +60,20 @@ pub async fn run(config: Config, start: Start, shutdown: CancellationToken) -> a
         clock,
     });
     let router = web::router(state).merge(service::telemetry::metrics_router(registry));
-    let opts = kit::Options {
-        consumer: config.consumer.clone(),
-        state: config.state.clone(),
-        start,
-    };
-    let result = kit::run_serving(
+    let serving = kit::Serving {
+        js,
+        opts: kit::Options {
+            consumer: config.consumer.clone(),
+            state: config.state.clone(),
+            start,
+        },
+        handler: handler::Charts::new(clock, skips),
+        metrics,
+        progress: progress_tx,
         listener,
         router,
-        js,
-        opts,
-        handler::Charts::new(clock, skips),
-        metrics,
-        progress_tx,
-        shutdown,
-    )
-    .await;
+    };
+    let result = kit::run_serving(serving, shutdown).await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), client.flush()).await;
     result?;
     info!("stopped");

@@ -1,12 +1,11 @@
 //! `charts`: parse the configuration, then [`charts::run`] until SIGINT/SIGTERM.
 
-use charts::config::{Config, Flags};
-use clap::Parser;
+use charts::config::{self, Config, Flags};
 use service::process::Runtime;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let flags = Flags::parse();
+    let flags: Flags = service::help::parse_flags(config::after_help());
     service::process::main(
         "charts",
         Config::load(&flags),

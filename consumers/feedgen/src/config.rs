@@ -208,27 +208,41 @@ impl Default for Identity {
 #[command(
     name = "feedgen",
     version,
-    about = "A Bluesky feed generator fed by the bsky stream: feeds defined in configuration, served as app.bsky.feed.getFeedSkeleton.",
-    after_help = "Every setting can also come from a TOML file (--config) or the environment \
-(prefix BSKY_FEEDGEN_, nesting with __, e.g. BSKY_FEEDGEN_HTTP__LISTEN). Precedence: defaults < file < \
-environment < flags. Settings (file keys):\n\
-  [nats]     url, user, password, password_file, token, token_file, creds_file, nkey_seed,\n\
-             tls_ca, tls_cert, tls_key, name, inbox_prefix (credentials may also sit in the URL)\n\
-  [consumer] stream, durable, subjects, batch, linger, max_ack_pending, ack_wait,\n\
-             retry_min, retry_max, seek_margin, status_interval\n\
-  [state]    path, synchronous (full|normal), cache_mib\n\
-  [http]     listen, readers\n\
-  [service]  hostname, did, endpoint, publisher_did\n\
-  [log]      format (text|json)\n\
-  [[feeds]]  name, words, regex, langs, has (link|image|video), authors_allow,\n\
-             authors_deny, replies, max_days, max_posts\n\
-Rebuild: --from-time T drops the posts created from T on and indexes them again from the\n\
-stream; --from-seq N drops the whole index and indexes from stream sequence N. Give\n\
-either once: the database remembers a rebuild in progress."
+    about = "A Bluesky feed generator fed by the bsky stream: feeds defined in configuration, served as app.bsky.feed.getFeedSkeleton."
 )]
+// `--help`'s text after the flags is [`after_help`], built at run time.
 pub struct Flags {
     #[command(flatten)]
     pub common: kit::config::ConsumerFlags,
+}
+
+/// Notes after some keys in `--help`.
+const HINTS: &[(&str, &str)] = &[
+    ("nats.url", "credentials may also sit in the URL"),
+    ("state.synchronous", "full|normal"),
+    ("log.format", "text|json"),
+    ("feeds.has", "link|image|video"),
+];
+
+/// What `--help` says after the flags: the sources, then every key of [`Config`], read
+/// from its defaults ([`service::help::keys`]), so the list cannot drift from the type.
+pub fn after_help() -> String {
+    let keys = service::help::keys(
+        &Config {
+            feeds: vec![Feed::default()],
+            ..Config::default()
+        },
+        HINTS,
+    )
+    .unwrap_or_else(|e| format!("  (the settings cannot be listed: {e})\n"));
+    format!(
+        "Every setting can also come from a TOML file (--config) or the environment \
+(prefix {ENV_PREFIX}, nesting with __, e.g. {ENV_PREFIX}HTTP__LISTEN). Precedence: defaults < file < \
+environment < flags. Settings (file keys):\n{keys}\
+Rebuild: --from-time T drops the posts created from T on and indexes them again from the\n\
+stream; --from-seq N drops the whole index and indexes from stream sequence N. Give\n\
+either once: the database remembers a rebuild in progress."
+    )
 }
 
 impl Config {
@@ -429,6 +443,24 @@ mod tests {
             },
         };
         Config::load_from(&flags, no_env())
+    }
+
+    #[test]
+    fn help_lists_every_key() -> Result<(), Box<figment::Error>> {
+        use clap::CommandFactory;
+        let help = Flags::command()
+            .after_help(after_help())
+            .render_long_help()
+            .to_string();
+        let missing = service::help::missing(
+            &help,
+            &Config {
+                feeds: vec![Feed::default()],
+                ..Config::default()
+            },
+        )?;
+        assert!(missing.is_empty(), "not in --help: {missing:?}\n{help}");
+        Ok(())
     }
 
     #[test]

@@ -87,22 +87,20 @@ pub async fn run(config: Config, start: Start, shutdown: CancellationToken) -> a
         progress: progress_rx,
     });
     let router = web::router(app).merge(service::telemetry::metrics_router(registry));
-    let opts = kit::Options {
-        consumer: config.consumer.clone(),
-        state: config.state.clone(),
-        start,
-    };
-    let result = kit::run_serving(
+    let serving = kit::Serving {
+        js,
+        opts: kit::Options {
+            consumer: config.consumer.clone(),
+            state: config.state.clone(),
+            start,
+        },
+        handler,
+        metrics: kit_metrics,
+        progress,
         listener,
         router,
-        js,
-        opts,
-        handler,
-        kit_metrics,
-        progress,
-        shutdown,
-    )
-    .await;
+    };
+    let result = kit::run_serving(serving, shutdown).await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), client.flush()).await;
     result?;
     info!("stopped");

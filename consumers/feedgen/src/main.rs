@@ -1,12 +1,11 @@
 //! `feedgen`: parse the configuration, then [`feedgen::run`] until SIGINT/SIGTERM.
 
-use clap::Parser;
-use feedgen::config::{Config, Flags};
+use feedgen::config::{self, Config, Flags};
 use service::process::Runtime;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let flags = Flags::parse();
+    let flags: Flags = service::help::parse_flags(config::after_help());
     service::process::main(
         "feedgen",
         Config::load(&flags),

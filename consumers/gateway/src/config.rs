@@ -164,18 +164,9 @@ impl Default for Log {
 #[command(
     name = "gateway",
     version,
-    about = "Serves the bsky stream to Jetstream clients: GET /subscribe (WebSocket), /healthz, /metrics.",
-    after_help = "Every setting can also come from a TOML file (--config) or the environment \
-(prefix BSKY_GATEWAY_, nesting with __, e.g. BSKY_GATEWAY_NATS__URL). Precedence: defaults < file < \
-environment < flags. Settings (file keys):\n\
-  [http]    listen, max_clients, deflate\n\
-  [nats]    url, user, password, password_file, token, token_file, creds_file, nkey_seed,\n\
-            tls_ca, tls_cert, tls_key, name, inbox_prefix (credentials may also sit in the URL)\n\
-  [stream]  name; [stream.mirror] upstream, api_prefix, deliver_prefix, max_bytes, replicas\n\
-  [client]  buffer_bytes, pull_batch, stuck_timeout, consumer_prefix, max_client_message_bytes\n\
-  [log]     format (text|json)\n\
-Durations are written like \"500ms\", \"5s\", \"2m\", \"72h\"."
+    about = "Serves the bsky stream to Jetstream clients: GET /subscribe (WebSocket), /healthz, /metrics."
 )]
+// `--help`'s text after the flags is [`after_help`], built at run time.
 pub struct Flags {
     /// TOML configuration file.
     #[arg(long, value_name = "FILE")]
@@ -197,6 +188,32 @@ pub struct Flags {
     #[arg(long, value_name = "FORMAT")]
     #[serde(skip)]
     pub log_format: Option<String>,
+}
+
+/// Notes after some keys in `--help`.
+const HINTS: &[(&str, &str)] = &[
+    ("nats.url", "credentials may also sit in the URL"),
+    ("log.format", "text|json"),
+];
+
+/// The defaults, with a `[stream.mirror]` table so that its keys are listed too.
+fn listed_defaults() -> Config {
+    let mut c = Config::default();
+    c.stream.mirror = Some(Mirror::default());
+    c
+}
+
+/// What `--help` says after the flags: the sources, then every key of [`Config`], read
+/// from its defaults ([`service::help::keys`]), so the list cannot drift from the type.
+pub fn after_help() -> String {
+    let keys = service::help::keys(&listed_defaults(), HINTS)
+        .unwrap_or_else(|e| format!("  (the settings cannot be listed: {e})\n"));
+    format!(
+        "Every setting can also come from a TOML file (--config) or the environment \
+(prefix {ENV_PREFIX}, nesting with __, e.g. {ENV_PREFIX}NATS__URL). Precedence: defaults < file < \
+environment < flags. Settings (file keys):\n{keys}\
+Durations are written like \"500ms\", \"5s\", \"2m\", \"72h\"."
+    )
 }
 
 impl Config {
@@ -310,6 +327,19 @@ mod tests {
 
     fn no_env() -> figment::providers::Env {
         Sources::env("BSKY_GATEWAY_TEST_UNUSED_PREFIX_")
+    }
+
+    #[test]
+    fn help_lists_every_key() -> Result<(), Box<figment::Error>> {
+        use clap::CommandFactory;
+        let help = Flags::command()
+            .after_help(after_help())
+            .render_long_help()
+            .to_string();
+        let missing = service::help::missing(&help, &listed_defaults())?;
+        assert!(missing.is_empty(), "not in --help: {missing:?}\n{help}");
+        assert!(help.contains("[stream.mirror]"), "{help}");
+        Ok(())
     }
 
     #[test]

@@ -1,12 +1,11 @@
 //! `gateway`: parse the configuration, then [`gateway::run`] until SIGINT/SIGTERM.
 
-use clap::Parser;
-use gateway::config::{Config, Flags};
+use gateway::config::{self, Config, Flags};
 use service::process::Runtime;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let flags = Flags::parse();
+    let flags: Flags = service::help::parse_flags(config::after_help());
     service::process::main(
         "gateway",
         Config::load(&flags),

@@ -10,6 +10,8 @@
 //!   stream position, then acks; poison messages terminated and counted by reason;
 //!   transient failures NAKed with a growing delay and retried in stream order; graceful
 //!   shutdown;
+//! - [`serve`]: [`run_serving`], the loop beside the service's HTTP server, the first
+//!   failure of either stopping both;
 //! - [`state`]: the database (WAL) and the position row; redeliveries at or below the
 //!   position are skipped, so nothing is counted twice or missed after a crash;
 //! - [`config`]: the `[consumer]` and `[state]` tables, and the rebuild flags
@@ -45,6 +47,7 @@ pub mod handler;
 pub mod metrics;
 pub mod run;
 pub mod seek;
+pub mod serve;
 pub mod state;
 pub mod status;
 #[cfg(feature = "testing")]
@@ -55,6 +58,7 @@ pub use config::Start;
 pub use handler::{HandleError, Handler, Msg, Rebuild};
 pub use run::{run, Options, RunError};
 pub use rusqlite;
+pub use serve::{run_serving, Serving};
 pub use status::Progress;
 
 /// A standalone consumer could not start or stopped on an error.
@@ -85,36 +89,6 @@ impl Options {
             start: Start::Resume,
         }
     }
-}
-
-/// [`run`] beside an HTTP server (`router` on `listener`, e.g. a service's pages and its
-/// `/metrics`): the server stops when the loop does; a failure of the server is logged,
-/// the loop's result is returned.
-#[allow(clippy::too_many_arguments)] // run's own arguments, plus where and what to serve
-pub async fn run_serving<H: Handler>(
-    listener: tokio::net::TcpListener,
-    router: axum::Router,
-    js: async_nats::jetstream::Context,
-    opts: Options,
-    handler: H,
-    metrics: metrics::Metrics,
-    progress: tokio::sync::watch::Sender<Progress>,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> Result<(), RunError> {
-    let http_stop = tokio_util::sync::CancellationToken::new();
-    let http = tokio::spawn(service::telemetry::serve(
-        listener,
-        router,
-        http_stop.clone(),
-    ));
-    let result = run(js, opts, handler, metrics, progress, shutdown).await;
-    http_stop.cancel();
-    match http.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server"),
-        Err(e) => tracing::warn!(error = %e, "HTTP server task"),
-    }
-    result
 }
 
 /// Connects to `nats_url` and runs `handler` until SIGINT or SIGTERM: a whole consumer for

@@ -85,6 +85,12 @@ pub enum RunError {
     /// A panic in an earlier batch took the worker with it (a bug).
     #[error("the worker was lost to an earlier panic")]
     WorkerLost,
+    /// The HTTP server beside the loop ([`crate::run_serving`]) failed.
+    #[error("the HTTP server stopped")]
+    Http(#[source] std::io::Error),
+    /// A task of [`crate::run_serving`] panicked or ended early (a bug).
+    #[error(transparent)]
+    Task(service::supervise::TaskError<std::convert::Infallible>),
 }
 
 /// Runs `handler` over the stream until `shutdown` fires. `progress` receives the position
