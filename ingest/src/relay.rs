@@ -29,7 +29,7 @@ use firehose::{Control, Decoded, SkipReason};
 use futures_util::StreamExt;
 use service::backoff::Backoff;
 use service::nats::redact;
-use service::telemetry::RateLimit;
+use service::telemetry::{Chain, RateLimit};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -220,7 +220,7 @@ impl Reader {
                 Decoded::Skipped { seq, error } => {
                     self.metrics.skip(error.reason());
                     if let Some(suppressed) = self.warn_skip.allow() {
-                        warn!(reason = error.reason().as_str(), error = %error, seq = ?seq, after_seq = ?self.cursor, bytes = bytes.len(), suppressed, "skipping malformed frame");
+                        warn!(reason = error.reason().as_str(), error = %Chain(&error), seq = ?seq, after_seq = ?self.cursor, bytes = bytes.len(), suppressed, "skipping malformed frame");
                     }
                     if let Some(s) = seq {
                         self.cursor = Some(self.cursor.map_or(s, |c| c.max(s)));

@@ -71,9 +71,9 @@ fn apply_managed(c: &mut stream::Config, cfg: &StreamConfig) {
     } else {
         cfg.duplicate_window.min(cfg.max_age)
     };
-    c.compression = Some(match cfg.compression.as_str() {
-        "s2" => stream::Compression::S2,
-        _ => stream::Compression::None,
+    c.compression = Some(match cfg.compression {
+        crate::config::Compression::S2 => stream::Compression::S2,
+        crate::config::Compression::None => stream::Compression::None,
     });
     c.allow_direct = true;
 }

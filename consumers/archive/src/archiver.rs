@@ -386,7 +386,7 @@ impl Archiver {
             bsky_seq: m
                 .headers
                 .as_ref()
-                .and_then(|h| h.get(ingest::publish::SEQ_HEADER))
+                .and_then(|h| h.get(contract::header::SEQ))
                 .and_then(|v| v.as_str().parse().ok()),
             payload: m.payload.clone(),
         };

@@ -97,7 +97,7 @@ impl Default for Config {
             },
             consumer: Consumer {
                 durable: "archive".into(),
-                subjects: vec![kit::seek::ALL.into()],
+                subjects: vec![contract::subject::ALL.into()],
                 batch,
                 max_ack_pending: i64::try_from(segment.max_messages).unwrap_or(i64::MAX)
                     + batch as i64,

@@ -17,7 +17,7 @@ use std::future::IntoFuture;
 use tokio_util::sync::CancellationToken;
 
 /// Subject of the placeholders that keep a gap's sequences (deleted right after).
-pub const GAP_SUBJECT: &str = "bsky.archive.gap";
+pub const GAP_SUBJECT: &str = contract::subject::ARCHIVE_GAP;
 
 /// What to restore, and where.
 #[derive(Debug, Clone)]
@@ -124,11 +124,11 @@ impl Publisher<'_> {
         }
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(
-            async_nats::header::NATS_EXPECTED_LAST_SEQUENCE,
+            contract::header::EXPECTED_LAST_SEQUENCE,
             (r.seq - 1).to_string().as_str(),
         );
         if let Some(b) = r.bsky_seq {
-            headers.insert(ingest::publish::SEQ_HEADER, b.to_string().as_str());
+            headers.insert(contract::header::SEQ, b.to_string().as_str());
         }
         let ack: PublishAckFuture = self
             .js

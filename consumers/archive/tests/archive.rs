@@ -99,7 +99,7 @@ async fn complete_across_kills_and_an_outage_then_restored_and_replayed() -> any
         let bsky_seq = m
             .headers
             .as_ref()
-            .and_then(|h| h.get("Bsky-Seq"))
+            .and_then(|h| h.get(contract::header::SEQ))
             .map(|v| v.as_str().to_string());
         anyhow::ensure!(
             bsky_seq.as_deref() == Some(want.seq.as_str()),

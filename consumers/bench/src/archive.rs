@@ -27,7 +27,7 @@ pub async fn archive(ops: u64, seed: u64, batch: usize) -> anyhow::Result<()> {
         .state
         .bytes;
 
-    let plain = cb::plain_consumer(&url, "bsky.>", batch, 20_000).await?;
+    let plain = cb::plain_consumer(&url, contract::subject::ALL, batch, 20_000).await?;
     println!(
         "plain pull consumer: {} msgs in {:.2} s: {:.0} msgs/s",
         plain.msgs,

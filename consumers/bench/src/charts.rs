@@ -15,7 +15,7 @@ pub async fn charts(ops: u64, seed: u64, batch: usize) -> anyhow::Result<()> {
     println!("machine: {cores} cores; charts binary {}", bin.display());
     let (nats, _stored) = cb::filled(ops, seed).await?;
 
-    let filter = "bsky.*.*.>"; // charts' default: every commit op
+    let filter = contract::subject::ALL_COMMITS; // charts' default: every commit op
     let plain = cb::plain_consumer(&nats.url(), filter, batch, 20_000).await?;
     println!(
         "plain pull consumer: {} msgs in {:.2} s: {:.0} msgs/s",
@@ -89,6 +89,7 @@ async fn likes(n: u64, op: impl Fn(u64) -> (String, i64)) -> anyhow::Result<test
     .map_err(|e| anyhow::anyhow!("stream: {e}"))?;
     let t = std::time::Instant::now();
     let like = "app.bsky.feed.like";
+    let subject = contract::subject::collection(contract::Nsid::parse(like)?);
     let mut i = 0;
     while i < n {
         let chunk: Vec<bench::ceiling::Msg> = (i..n.min(i + 200_000))
@@ -97,7 +98,7 @@ async fn likes(n: u64, op: impl Fn(u64) -> (String, i64)) -> anyhow::Result<test
                 let body =
                     kit::testing::commit_json(&did, time_us, like, "create", &format!("k{j}"));
                 bench::ceiling::Msg {
-                    subject: format!("bsky.{like}").into(),
+                    subject: subject.as_str().into(),
                     payload: body.into(),
                     seq: String::new(),
                 }
@@ -130,7 +131,8 @@ pub async fn dau(dids: u64, batch: usize) -> anyhow::Result<()> {
         (format!("did:plc:bench{did:019}"), DAY0_US + j as i64 * step)
     })
     .await?;
-    let plain = cb::plain_consumer(&nats.url(), "bsky.*.*.>", batch, 20_000).await?;
+    let plain =
+        cb::plain_consumer(&nats.url(), contract::subject::ALL_COMMITS, batch, 20_000).await?;
     let bin = cb::sibling("charts")?;
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("charts.db");

@@ -44,7 +44,7 @@ regex = ['(?i)github\.com/']
 max_days = 7
 "#;
 const NAMES: [&str; 6] = ["code", "links", "media", "en", "questions", "github"];
-const FILTER: &str = "bsky.app.bsky.feed.post";
+const FILTER: &str = contract::subject::POSTS;
 
 /// Runs the benchmark.
 pub async fn run(ops: u64, seed: u64, batch: usize, qps: u32) -> anyhow::Result<()> {

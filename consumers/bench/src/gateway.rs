@@ -17,6 +17,7 @@ pub mod latency;
 
 use anyhow::{anyhow, bail, Context as _};
 use consumer_bench as cb;
+use contract::subject;
 use futures_util::TryStreamExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,7 +31,7 @@ const READY: Duration = Duration::from_secs(10);
 /// gateway used for a client wanting every collection until it switched to the single
 /// `bsky.>` (the server's multi-filter path cost twice the CPU per message); kept as a
 /// second baseline, the cost of a client that names its collections.
-const GATEWAY_FILTERS: [&str; 3] = ["bsky.*.*.>", "bsky.identity", "bsky.account"];
+const GATEWAY_FILTERS: [&str; 3] = [subject::ALL_COMMITS, subject::IDENTITY, subject::ACCOUNT];
 
 /// What the clients ask the gateway for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -127,7 +128,7 @@ pub async fn gateway(o: Options) -> anyhow::Result<()> {
     let (nats, stored) = cb::filled(o.ops, o.seed).await?;
     let all = sendable(&nats.url(), stored).await?;
 
-    let plain = baseline(&nats, "plain", &["bsky.>"]).await?;
+    let plain = baseline(&nats, "plain", &[subject::ALL]).await?;
     let multi = baseline(&nats, "multi", &GATEWAY_FILTERS).await?;
     if multi.rate.msgs != all {
         bail!(
@@ -169,7 +170,7 @@ async fn sendable(url: &str, stored: u64) -> anyhow::Result<u64> {
         .await
         .map_err(|e| anyhow!("stream: {e}"))?;
     let mut subjects = stream
-        .info_with_subjects("bsky.>")
+        .info_with_subjects(subject::ALL)
         .await
         .map_err(|e| anyhow!("stream subjects: {e}"))?;
     let (mut commits, mut identity, mut account, mut sync) = (0u64, 0u64, 0u64, 0u64);
@@ -180,9 +181,9 @@ async fn sendable(url: &str, stored: u64) -> anyhow::Result<u64> {
     {
         let count = count as u64;
         match subject.as_str() {
-            "bsky.identity" => identity += count,
-            "bsky.account" => account += count,
-            "bsky.sync" => sync += count,
+            subject::IDENTITY => identity += count,
+            subject::ACCOUNT => account += count,
+            subject::SYNC => sync += count,
             _ => commits += count,
         }
     }

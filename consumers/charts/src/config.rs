@@ -133,7 +133,7 @@ impl Default for Config {
                 durable: "charts".into(),
                 // Every commit op (collections have three segments or more); identity,
                 // account and sync events are not charted.
-                subjects: vec!["bsky.*.*.>".into()],
+                subjects: vec![contract::subject::ALL_COMMITS.into()],
                 ..Consumer::default()
             },
             state: State {

@@ -18,11 +18,14 @@ const LIKE: &str = "app.bsky.feed.like";
 async fn publish(url: &str, time_us: i64, rkey: &str) {
     let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
     let body = kit::testing::commit_json("did:plc:clocktest", time_us, LIKE, "create", rkey);
-    js.publish(format!("bsky.{LIKE}"), body.into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    js.publish(
+        contract::subject::collection(contract::Nsid::parse(LIKE).unwrap()),
+        body.into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
 }
 
 /// Every range's page, and the status.

@@ -103,7 +103,7 @@ async fn storage_hours(url: &str) -> BTreeMap<i64, i64> {
     let stream = js.get_stream("BSKY").await.unwrap();
     let c = stream
         .create_consumer(pull::Config {
-            filter_subject: "bsky.app.bsky.feed.post".into(),
+            filter_subject: contract::subject::POSTS.into(),
             ack_policy: AckPolicy::None,
             ..Default::default()
         })

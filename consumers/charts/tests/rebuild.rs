@@ -50,9 +50,12 @@ async fn publish(js: &jetstream::Context, range: std::ops::Range<i64>) {
         let (t, did, coll) = event(i);
         let body = kit::testing::commit_json(&did, t, coll, "create", &format!("k{i}"));
         acks.push(
-            js.publish(format!("bsky.{coll}"), body.into())
-                .await
-                .unwrap(),
+            js.publish(
+                contract::subject::collection(contract::Nsid::parse(coll).unwrap()),
+                body.into(),
+            )
+            .await
+            .unwrap(),
         );
     }
     for a in acks {

@@ -252,7 +252,7 @@ async fn check_reaches(
         return Ok(());
     }
     let oldest = stream
-        .direct_get_next_for_subject(crate::seek::ALL, Some(state.first_sequence))
+        .direct_get_next_for_subject(contract::subject::ALL, Some(state.first_sequence))
         .await
         .ok()
         .and_then(|m| crate::event::time_us(&m.payload).ok());
@@ -281,7 +281,7 @@ async fn check_holds(
         return Ok(());
     }
     let oldest = stream
-        .direct_get_next_for_subject(crate::seek::ALL, Some(state.first_sequence))
+        .direct_get_next_for_subject(contract::subject::ALL, Some(state.first_sequence))
         .await
         .ok()
         .map(|m| crate::seek::stored_us(m.time));

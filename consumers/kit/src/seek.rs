@@ -21,9 +21,7 @@
 //! own clocks say.
 
 use async_nats::jetstream::stream::Stream;
-
-/// Subject filter matching every message of the stream.
-pub use contract::subject::ALL;
+use contract::subject::ALL;
 
 /// Why a seek failed: JetStream could not be asked (retry later) or a payload had no
 /// `time_us` (the stream holds something else than the contract's events: stop).

@@ -42,13 +42,9 @@ pub fn synth(
 pub async fn stream_last_seq(
     js: &async_nats::jetstream::Context,
     stream: &str,
-) -> Result<u64, String> {
-    let s = js.get_stream(stream).await.map_err(|e| e.to_string())?;
-    Ok(s.get_info()
-        .await
-        .map_err(|e| e.to_string())?
-        .state
-        .last_sequence)
+) -> Result<u64, crate::handler::BoxError> {
+    let s = js.get_stream(stream).await?;
+    Ok(s.get_info().await?.state.last_sequence)
 }
 
 /// Waits until a consumer reports nothing pending at a moment the stream's last sequence

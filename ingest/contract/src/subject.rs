@@ -36,6 +36,11 @@ pub fn batch_end(stream: &str) -> String {
     format!("ingest.batch-end.{stream}")
 }
 
+/// The placeholders `archive restore` publishes for the sequences of an archived gap and
+/// deletes at once, so a restored stream has the archive's holes. Never a relay event;
+/// `archive.gap` has two segments, so it is never a collection.
+pub const ARCHIVE_GAP: &str = "bsky.archive.gap";
+
 /// The subject of a commit op on `collection`: `bsky.<collection>`.
 pub fn collection(collection: Nsid<'_>) -> String {
     let mut s = String::with_capacity(PREFIX.len() + 1 + collection.len());
@@ -109,6 +114,7 @@ mod tests {
             "two tokens are never a collection"
         );
         assert_eq!(ALL, format!("{PREFIX}.>"));
+        assert_eq!(collection_of(ARCHIVE_GAP), None);
         for s in [IDENTITY, ACCOUNT, SYNC] {
             assert_eq!(s.split('.').count(), 2);
             assert!(Filter::parse(s).is_ok());

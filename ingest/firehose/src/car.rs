@@ -30,9 +30,12 @@ pub enum CarError {
     /// A block does not start with a CID.
     #[error("CAR block at byte {0} has a malformed CID")]
     Cid(usize),
-    /// The header is not `{roots: [CID…], version: 1}`.
-    #[error("CAR header: {0}")]
-    Header(String),
+    /// The header is not `{roots: [CID…], version}`.
+    #[error("CAR header is not {{roots, version}}")]
+    Header(#[source] cbor::DecodeError),
+    /// The header names a version other than 1.
+    #[error("CAR version {0}, only 1 is read")]
+    Version(u64),
 }
 
 /// One block: its CID bytes and its data, both borrowed from the CAR.
@@ -86,9 +89,9 @@ struct Header<'a> {
 pub fn read(car: &[u8]) -> Result<Car<'_>, CarError> {
     let (header, blocks) = sections(car)?;
     let h: Header =
-        serde_ipld_dagcbor::from_slice(header).map_err(|e| CarError::Header(e.to_string()))?;
+        serde_ipld_dagcbor::from_slice(header).map_err(|e| CarError::Header(e.into()))?;
     if h.version != 1 {
-        return Err(CarError::Header(format!("version {}", h.version)));
+        return Err(CarError::Version(h.version));
     }
     Ok(Car {
         roots: h.roots.into_iter().map(|c| c.0).collect(),
@@ -204,6 +207,13 @@ mod tests {
         varint::write(&mut car, 1);
         car.push(0xa0); // {}: no roots, no version
         assert!(Blocks::parse(&car).is_ok());
-        assert!(matches!(read(&car), Err(CarError::Header(_))));
+        let Err(e) = read(&car) else {
+            panic!("a header without roots and version is refused")
+        };
+        assert!(matches!(e, CarError::Header(_)));
+        assert!(
+            std::error::Error::source(&e).is_some(),
+            "keeps the decoder's error"
+        );
     }
 }

@@ -4,6 +4,35 @@
 //!
 //! Every length read from the input is checked against what remains before it is used,
 //! and nesting is bounded ([`MAX_DEPTH`]): a lying length is an error, never an allocation.
+//!
+//! [`DecodeError`] is serde_ipld_dagcbor's error, kept as the source of the decoder's own.
+
+/// serde_ipld_dagcbor's error, shared so that the skip errors holding it stay cheap to
+/// clone. Two compare equal when they say the same (the library's error has no `PartialEq`).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(transparent)]
+pub struct DecodeError(std::sync::Arc<serde_ipld_dagcbor::DecodeError<std::convert::Infallible>>);
+
+impl DecodeError {
+    /// Whether the input ended inside a value.
+    pub fn is_eof(&self) -> bool {
+        matches!(*self.0, serde_ipld_dagcbor::DecodeError::Eof { .. })
+    }
+}
+
+impl From<serde_ipld_dagcbor::DecodeError<std::convert::Infallible>> for DecodeError {
+    fn from(e: serde_ipld_dagcbor::DecodeError<std::convert::Infallible>) -> Self {
+        DecodeError(std::sync::Arc::new(e))
+    }
+}
+
+impl PartialEq for DecodeError {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for DecodeError {}
 
 /// Deepest nesting [`item_end`] walks through.
 pub const MAX_DEPTH: usize = 64;

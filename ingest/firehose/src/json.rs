@@ -11,13 +11,13 @@ use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use std::fmt;
 
 /// Transcodes one DAG-CBOR value (the whole of `cbor`) into JSON appended to `out`.
-pub fn transcode(cbor: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+pub fn transcode(cbor: &[u8], out: &mut Vec<u8>) -> Result<(), crate::cbor::DecodeError> {
     let start = out.len();
     let mut de = serde_ipld_dagcbor::de::Deserializer::from_slice(cbor);
     let result = Json(out)
         .deserialize(&mut de)
-        .map_err(|e| e.to_string())
-        .and_then(|()| de.end().map_err(|e| e.to_string()));
+        .and_then(|()| de.end())
+        .map_err(crate::cbor::DecodeError::from);
     if result.is_err() {
         out.truncate(start);
     }

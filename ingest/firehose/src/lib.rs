@@ -45,8 +45,7 @@ pub use model::{Action, Control, Decoded, Event, Kind, Message, Skip};
 pub use skip::{FrameError, SkipReason};
 pub use time::parse_rfc3339_micros;
 
-/// The protocol maxima, from the contract crate.
-pub use contract::limits::{MAX_BLOCKS_BYTES, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, MAX_OPS};
+use contract::limits::MAX_OPS;
 /// Prefix of every subject this pipeline publishes on (`contract::subject::PREFIX`).
 pub use contract::subject::PREFIX as SUBJECT_PREFIX;
 
@@ -136,7 +135,7 @@ pub fn frame_seq(frame: &[u8]) -> Option<i64> {
 fn decode_frame(frame: &[u8]) -> Result<Decoded, FrameError> {
     let mut de = serde_ipld_dagcbor::de::Deserializer::from_slice(frame);
     let header = Header::deserialize(&mut de)?;
-    let header_len = cbor::item_end(frame, 0).map_err(|e| FrameError::Truncated(e.to_string()))?;
+    let header_len = cbor::item_end(frame, 0).map_err(FrameError::Header)?;
     let body = &frame[header_len..];
     match (header.op, header.t) {
         (1, Some("#commit")) => decode_commit(body),

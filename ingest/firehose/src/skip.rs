@@ -1,7 +1,8 @@
 //! Why input is skipped: the closed set of reasons ([`SkipReason`], one metric label
 //! each) and the frame-level error that carries one ([`FrameError`]).
 
-use crate::{car, MAX_OPS};
+use crate::{car, cbor};
+use contract::limits::MAX_OPS;
 
 /// Every reason a frame or an op can be skipped for: a closed set, for metric labels.
 /// The decoder gives the first seventeen; the ingestor adds the last three.
@@ -105,10 +106,12 @@ impl SkipReason {
 /// logs it with the frame's position, and goes on with the next frame.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum FrameError {
-    #[error("frame truncated: {0}")]
-    Truncated(String),
-    #[error("malformed DAG-CBOR: {0}")]
-    Cbor(String),
+    #[error("frame header cannot be walked")]
+    Header(#[source] cbor::CborError),
+    #[error("frame truncated")]
+    Truncated(#[source] cbor::DecodeError),
+    #[error("malformed DAG-CBOR")]
+    Cbor(#[source] cbor::DecodeError),
     #[error("unknown frame type {0:?}")]
     UnknownType(String),
     #[error("unknown header op {0}")]
@@ -127,7 +130,7 @@ impl FrameError {
     /// The reason this frame is counted under.
     pub fn reason(&self) -> SkipReason {
         match self {
-            FrameError::Truncated(_) => SkipReason::Truncated,
+            FrameError::Header(_) | FrameError::Truncated(_) => SkipReason::Truncated,
             FrameError::Cbor(_) => SkipReason::MalformedCbor,
             FrameError::UnknownType(_) => SkipReason::UnknownType,
             FrameError::UnknownOp(_) => SkipReason::UnknownOp,
@@ -139,14 +142,19 @@ impl FrameError {
     }
 }
 
-impl<E: std::fmt::Debug> From<serde_ipld_dagcbor::DecodeError<E>> for FrameError {
-    fn from(e: serde_ipld_dagcbor::DecodeError<E>) -> Self {
-        match e {
-            serde_ipld_dagcbor::DecodeError::Eof { .. } => {
-                FrameError::Truncated("end of input".into())
-            }
-            other => FrameError::Cbor(format!("{other:?}")),
+impl From<cbor::DecodeError> for FrameError {
+    fn from(e: cbor::DecodeError) -> Self {
+        if e.is_eof() {
+            FrameError::Truncated(e)
+        } else {
+            FrameError::Cbor(e)
         }
+    }
+}
+
+impl From<serde_ipld_dagcbor::DecodeError<std::convert::Infallible>> for FrameError {
+    fn from(e: serde_ipld_dagcbor::DecodeError<std::convert::Infallible>) -> Self {
+        cbor::DecodeError::from(e).into()
     }
 }
 

@@ -93,7 +93,7 @@ pub const LINGER: Duration = Duration::from_millis(100);
 pub fn context(client: async_nats::Client, cfg: &crate::config::Publish) -> Context {
     async_nats::jetstream::ContextBuilder::new()
         .timeout(cfg.ack_timeout)
-        .max_ack_inflight(cfg.window + firehose::MAX_OPS)
+        .max_ack_inflight(cfg.window + contract::limits::MAX_OPS)
         .backpressure_on_inflight(true)
         .build(client)
 }
@@ -147,7 +147,7 @@ impl Publisher {
             .await
             .map_err(PublishError::Subscribe)?;
         let mut w = Window {
-            pending: VecDeque::with_capacity(self.window + firehose::MAX_OPS),
+            pending: VecDeque::with_capacity(self.window + contract::limits::MAX_OPS),
             bytes: 0,
             unacked: 0,
             next_seq: self.last_sequence + 1,

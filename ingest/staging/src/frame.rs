@@ -13,9 +13,28 @@ use serde::{Deserialize, Serialize};
 /// Why a frame could not be read or built.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
-    /// The header or body is not the DAG-CBOR shape of a firehose frame.
-    #[error("malformed DAG-CBOR: {0}")]
-    Cbor(String),
+    /// The header or body (`part`) is not the DAG-CBOR shape of a firehose frame.
+    #[error("frame {part} is not the DAG-CBOR of a firehose frame")]
+    Cbor {
+        /// `header`, `body`, or `after body` (bytes after the body).
+        part: &'static str,
+        /// The decoder's error.
+        #[source]
+        source: serde_ipld_dagcbor::DecodeError<std::convert::Infallible>,
+    },
+    /// The body's `seq` is negative.
+    #[error("frame body has a negative seq {0}")]
+    NegativeSeq(i64),
+    /// An item is not of the major type the frame's shape has there.
+    #[error("expected CBOR major type {expected} at byte {pos}, found {found}")]
+    MajorType {
+        /// Byte offset of the item.
+        pos: usize,
+        /// The major type the shape has there.
+        expected: u8,
+        /// The major type found.
+        found: u8,
+    },
     /// The frame cannot be walked item by item (truncated, indefinite lengths, too deep).
     #[error(transparent)]
     Walk(#[from] CborError),
@@ -99,11 +118,10 @@ struct RawMeta {
 /// Reads a frame's header kind and its body's `seq` and `time`, ignoring every other field.
 pub fn parse_meta(frame: &[u8]) -> Result<FrameMeta, FrameError> {
     let mut de = serde_ipld_dagcbor::de::Deserializer::from_slice(frame);
-    let header =
-        RawHeader::deserialize(&mut de).map_err(|e| FrameError::Cbor(format!("header: {e}")))?;
-    let body = RawMeta::deserialize(&mut de).map_err(|e| FrameError::Cbor(format!("body: {e}")))?;
-    de.end()
-        .map_err(|e| FrameError::Cbor(format!("after body: {e}")))?;
+    let cbor = |part| move |source| FrameError::Cbor { part, source };
+    let header = RawHeader::deserialize(&mut de).map_err(cbor("header"))?;
+    let body = RawMeta::deserialize(&mut de).map_err(cbor("body"))?;
+    de.end().map_err(cbor("after body"))?;
     let kind = match header.op {
         -1 => FrameKind::Error,
         1 => match header.t.as_deref() {
@@ -118,9 +136,7 @@ pub fn parse_meta(frame: &[u8]) -> Result<FrameMeta, FrameError> {
         op => return Err(FrameError::BadOp(op)),
     };
     let seq = match body.seq {
-        Some(s) => {
-            Some(u64::try_from(s).map_err(|_| FrameError::Cbor(format!("negative seq {s}")))?)
-        }
+        Some(s) => Some(u64::try_from(s).map_err(|_| FrameError::NegativeSeq(s))?),
         None => None,
     };
     let time_micros = body
@@ -219,10 +235,11 @@ pub fn rewrite_seq(frame: &[u8], new_seq: u64) -> Result<Vec<u8>, FrameError> {
 fn read_head(buf: &[u8], pos: usize, major: u8) -> Result<(u64, usize), FrameError> {
     let h = cbor::head(buf, pos)?;
     if h.major != major {
-        return Err(FrameError::Cbor(format!(
-            "expected major type {major} at byte {pos}, found {}",
-            h.major
-        )));
+        return Err(FrameError::MajorType {
+            pos,
+            expected: major,
+            found: h.major,
+        });
     }
     Ok((h.arg, h.next))
 }

@@ -152,7 +152,7 @@ fn five_megabyte_frame() {
         .collect();
     let frame = frames::commit_frame(12, DID, "3mptbypluud2a", TIME, &ops, false);
     assert!(
-        frame.len() > 4_900_000 && frame.len() <= firehose::MAX_FRAME_BYTES,
+        frame.len() > 4_900_000 && frame.len() <= contract::limits::MAX_FRAME_BYTES,
         "{}",
         frame.len()
     );

@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::{Error, MIN_SERVER_VERSION};
+use crate::{Error, VersionError, MIN_SERVER_VERSION};
 
 /// The path of a nats-server ≥ [`MIN_SERVER_VERSION`]: `$NATS_SERVER_BIN` if
 /// set (used as given, never passed over), else the first good one of
@@ -68,28 +68,35 @@ fn recent_version(path: &Path) -> Result<String, Error> {
 /// Runs `path --version` and returns the version it prints (`nats-server: v2.14.6`
 /// gives `2.14.6`).
 pub fn server_version(path: &Path) -> Result<String, Error> {
-    let failed = |reason: String| Error::Version {
+    let failed = |source: VersionError| Error::Version {
         path: path.to_path_buf(),
-        reason,
+        source,
     };
     let output = Command::new(path)
         .arg("--version")
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(|e| failed(VersionError::Run(e)))?;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
     if !output.status.success() {
-        return Err(failed(format!("{}: {}", output.status, text.trim())));
+        return Err(failed(VersionError::Failed {
+            status: output.status,
+            output: text.trim().to_owned(),
+        }));
     }
     text.split_whitespace()
         .map(|token| token.trim_start_matches('v'))
         .find(|token| parse_version(token).is_some())
         .map(str::to_owned)
-        .ok_or_else(|| failed(format!("no version in {:?}", text.trim())))
+        .ok_or_else(|| {
+            failed(VersionError::NoVersion {
+                output: text.trim().to_owned(),
+            })
+        })
 }
 
 /// Parses `MAJOR.MINOR.PATCH`, with an optional leading `v` and an optional

@@ -85,6 +85,20 @@ const PORT_ATTEMPTS: u32 = 5;
 const SETUP_HINT: &str =
     "run `bash deploy/setup-nats.sh` to install the pinned nats-server 2.14.6 into .tools/bin";
 
+/// Why `nats-server --version` gave no version.
+#[derive(Debug, thiserror::Error)]
+pub enum VersionError {
+    /// The binary could not be run.
+    #[error("could not be run")]
+    Run(#[source] io::Error),
+    /// It ran and failed; what it printed.
+    #[error("exited with {status}: {output}")]
+    Failed { status: ExitStatus, output: String },
+    /// It printed no `MAJOR.MINOR.PATCH`.
+    #[error("printed no version: {output:?}")]
+    NoVersion { output: String },
+}
+
 /// Everything that can go wrong finding, starting or querying a nats-server.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -96,8 +110,12 @@ pub enum Error {
     #[error("{} is nats-server {version}, but 2.10 or newer is required (2.9 ignores 2.10 settings); {}", path.display(), SETUP_HINT)]
     TooOld { path: PathBuf, version: String },
     /// `nats-server --version` could not be run or understood.
-    #[error("`{} --version` failed: {reason}", path.display())]
-    Version { path: PathBuf, reason: String },
+    #[error("`{} --version` gave no version", path.display())]
+    Version {
+        path: PathBuf,
+        #[source]
+        source: VersionError,
+    },
     /// A file, directory, socket or process operation failed.
     #[error("{what}: {source}")]
     Io {

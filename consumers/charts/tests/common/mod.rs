@@ -146,7 +146,7 @@ pub async fn publish(js: &async_nats::jetstream::Context, ops: &[Op]) -> u64 {
         if !op.langs.is_empty() {
             v["commit"]["record"]["langs"] = op.langs.clone().into();
         }
-        let subject = format!("bsky.{}", op.collection);
+        let subject = contract::subject::collection(contract::Nsid::parse(op.collection).unwrap());
         acks.push(js.publish(subject, v.to_string().into()).await.unwrap());
     }
     let mut last = 0;

@@ -117,11 +117,11 @@ pub enum ReplayError {
     #[error("invalid replay options: {0}")]
     Options(String),
     /// Binding or inspecting the listening socket failed.
-    #[error("listener: {0}")]
-    Listener(std::io::Error),
+    #[error("listener")]
+    Listener(#[source] std::io::Error),
     /// The relay task panicked or was cancelled.
-    #[error("relay task failed: {0}")]
-    Task(String),
+    #[error("relay task failed")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 struct Shared {
@@ -241,9 +241,7 @@ impl RelayHandle {
     /// Stops the relay (closing every connection) and returns its report.
     pub async fn shutdown(self) -> Result<ServeReport, ReplayError> {
         self.stop.cancel();
-        self.task
-            .await
-            .map_err(|e| ReplayError::Task(e.to_string()))?
+        self.task.await.map_err(ReplayError::Task)?
     }
 }
 

@@ -74,13 +74,13 @@ use firehose::car;
 /// Largest `big_blocks_bytes` accepted: keeps big frames under 5,000,000 bytes.
 pub const MAX_BIG_BLOCKS_BYTES: usize = 4_900_000;
 /// The protocol's limit on ops per commit.
-pub const MAX_OPS_PER_COMMIT: usize = 200;
+pub const MAX_OPS_PER_COMMIT: usize = contract::limits::MAX_OPS;
 
 /// Why synthesis failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SynthError {
     /// The source CAR could not be read.
-    #[error("reading source repository {path}: {source}")]
+    #[error("reading source repository {path}")]
     SourceIo {
         /// The CAR path.
         path: String,
@@ -88,9 +88,9 @@ pub enum SynthError {
         source: std::io::Error,
     },
     /// The source CAR is malformed.
-    #[error("source repository: {0}")]
+    #[error("source repository is not a readable CAR")]
     SourceCar(#[from] car::CarError),
-    /// The source lacks what the config asks for.
+    /// The source lacks what the config asks for (a message of ours: no error underlies it).
     #[error("source repository: {0}")]
     Source(String),
     /// The config is not usable.
