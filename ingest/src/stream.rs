@@ -3,8 +3,9 @@
 //! The ingestor manages a few settings (subjects covering `bsky.>`, file storage, limits
 //! retention, discard old, `max_age`, `max_bytes`, replicas, duplicate window,
 //! compression, direct get, and `allow_batched` plus the end-of-batch subject
-//! [`contract::subject::batch_end`] when the publisher uses fast-ingest batches) and leaves every other one as the operator set it: placement,
-//! extra subjects, metadata, sources, `max_msgs_per_subject`, deny flags, description.
+//! [`contract::subject::batch_end`] when the publisher uses fast-ingest batches) and
+//! leaves every other one as the operator set it: placement, extra subjects, metadata,
+//! sources, `max_msgs_per_subject`, deny flags, description.
 //! It never lowers `replicas`, and refuses to start on a stream that cannot serve:
 //! memory storage, or subjects that do not cover `bsky.>`.
 
