@@ -110,7 +110,7 @@ pub async fn open(
                 let c: PullConsumer = stream
                     .get_consumer(&cfg.durable)
                     .await
-                    .map_err(|e| err("binding", e.into()))?;
+                    .map_err(|e| err("binding", e))?;
                 tracing::info!(durable = %cfg.durable, position, delivered = info.delivered.stream_sequence, "bound the durable consumer");
                 return Ok((
                     c,
