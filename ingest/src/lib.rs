@@ -13,7 +13,7 @@
 //! stored [`cursor`]), then read the relay from there until `shutdown`. `main.rs` only
 //! parses the configuration ([`config`]) and calls [`run`]; the consumers' tests call the
 //! same function in-process ([`testing`], feature `testing`), the ingestor's own tests run
-//! the binary.
+//! the binary. Beside them, [`usage`] keeps the stream's size in the metrics.
 //!
 //! Every task is watched: one that fails or panics stops the others and makes [`run`]
 //! return the error, so the process exits non-zero and a supervisor sees it.
@@ -28,6 +28,7 @@ pub mod resume;
 pub mod stream;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod usage;
 
 use anyhow::Context as _;
 use config::Config;
@@ -134,7 +135,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let mut publisher = tokio::spawn(publisher.run(rx, cursor_tx, DRAIN_TIMEOUT, shutdown.clone()));
     let saver =
         tokio::spawn(store.keep(cursor_rx, config.cursor.save_interval, saver_done.clone()));
-    let mut lease = tokio::spawn(lease.keep(lease_done.clone()));
+    let mut lease = tokio::spawn(lease.keep(lease_done.clone(), metrics.lease_losses.clone()));
+    let usage = tokio::spawn(usage::watch(
+        js.clone(),
+        config.stream.name.clone(),
+        metrics.clone(),
+        usage::REFRESH,
+        shutdown.clone(),
+    ));
     let progress = tokio::spawn(progress(
         metrics.clone(),
         config.log.progress_interval,
@@ -201,6 +209,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
     }
     progress.abort();
+    usage.abort();
     if let Some(t) = metrics_task {
         let _ = tokio::time::timeout(Duration::from_millis(500), t).await;
     }
@@ -271,6 +280,7 @@ async fn prepare(
     )
     .await?;
     let metrics = metrics::Metrics::default();
+    metrics.lease_acquired();
     metrics.stream_gap.inc_by(start.gap);
     if stored.is_none() || start.gap > 0 {
         // The first record (or one for the recreated stream), before anything is published.
