@@ -208,8 +208,13 @@ impl Lease {
     }
 
     /// Renews every `ttl / 3` until `shutdown`, then releases the lease so that a successor
-    /// need not wait. Returns [`LeaseError::Lost`] as soon as the lease is found taken.
-    pub async fn keep(mut self, shutdown: CancellationToken) -> Result<(), LeaseError> {
+    /// need not wait. Returns [`LeaseError::Lost`] as soon as the lease is found taken,
+    /// counted in `losses` (`bsky_ingest_lease_losses_total`).
+    pub async fn keep(
+        mut self,
+        shutdown: CancellationToken,
+        losses: prometheus_client::metrics::counter::Counter,
+    ) -> Result<(), LeaseError> {
         let mut warnings = RateLimit::new(Duration::from_secs(5));
         loop {
             tokio::select! {
@@ -218,7 +223,10 @@ impl Lease {
             }
             match self.renew().await {
                 Ok(()) => {}
-                Err(lost @ LeaseError::Lost { .. }) => return Err(lost),
+                Err(lost @ LeaseError::Lost { .. }) => {
+                    losses.inc();
+                    return Err(lost);
+                }
                 Err(e) => {
                     if let Some(suppressed) = warnings.allow() {
                         warn!(error = %Chain(&e), suppressed, "could not renew the lease; retrying");

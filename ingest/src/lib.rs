@@ -13,7 +13,7 @@
 //! stored [`cursor`]), then read the relay from there until `shutdown`. `main.rs` only
 //! parses the configuration ([`config`]) and calls [`run`]; the consumers' tests call the
 //! same function in-process ([`testing`], feature `testing`), the ingestor's own tests run
-//! the binary.
+//! the binary. Beside them, [`usage`] keeps the stream's size in the metrics.
 //!
 //! Every task runs under one supervisor (`service::supervise`): one that fails, panics or
 //! ends too early stops the others and makes [`run`] return the error with the task's
@@ -31,6 +31,7 @@ pub mod resume;
 pub mod stream;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod usage;
 
 use anyhow::Context as _;
 use config::Config;
@@ -141,6 +142,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         progress(m, every, stop).await;
         Ok::<_, TaskFailure>(())
     });
+    let (usage_js, usage_stream, m) = (js.clone(), config.stream.name.clone(), metrics.clone());
+    tasks.spawn(0, "stream usage", Role::Helper, move |stop| async move {
+        usage::watch(usage_js, usage_stream, m, usage::REFRESH, stop).await;
+        Ok::<_, TaskFailure>(())
+    });
     if let Some(listener) = metrics_listener {
         let registry = metrics.registry();
         tasks.spawn(0, "metrics server", Role::Keeper, move |stop| {
@@ -157,7 +163,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Ok::<_, TaskFailure>(())
         },
     );
-    tasks.spawn(leasing, "lease", Role::Keeper, move |stop| lease.keep(stop));
+    let losses = metrics.lease_losses.clone();
+    tasks.spawn(leasing, "lease", Role::Keeper, move |stop| {
+        lease.keep(stop, losses)
+    });
 
     let result = tasks.run().await;
     let _ = tokio::time::timeout(STOP_MARGIN, client.flush()).await;
@@ -224,6 +233,7 @@ async fn prepare(
     )
     .await?;
     let metrics = metrics::Metrics::default();
+    metrics.lease_acquired();
     metrics.stream_gap.inc_by(start.gap);
     if stored.is_none() || start.gap > 0 {
         // The first record (or one for the recreated stream), before anything is published.

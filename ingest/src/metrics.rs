@@ -5,6 +5,10 @@
 //! ([`firehose::Action`]), skip reasons ([`firehose::SkipReason`]), reconnect reasons
 //! ([`Reconnect`]), and collections from [`COLLECTIONS`] with everything else counted as
 //! `other`. Never a DID, never a free-form string.
+//!
+//! Operations: the stream's size against its `max_bytes` (refreshed by [`crate::usage`])
+//! and the lease's acquisitions and losses, for the "store near its limit" and "lease
+//! flapping" alerts of `deploy/monitoring/alerts.yml`.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -117,6 +121,18 @@ pub struct Metrics {
     pub already_stored: Counter,
     pub relay_infos: Counter,
     pub stream_gap: Counter,
+    /// Bytes the stream holds, as JetStream counts them (before compression); refreshed
+    /// every [`crate::usage::REFRESH`].
+    pub stream_bytes: Gauge,
+    /// The stream's `max_bytes`, -1 when it has none; refreshed with `stream_bytes`.
+    pub stream_max_bytes: Gauge,
+    /// Times this process took the lease (fresh or from a silent holder).
+    pub lease_acquisitions: Counter,
+    /// Times this process found its lease taken by another ingestor (it stops then).
+    pub lease_losses: Counter,
+    /// When this process last took the lease, seconds since the epoch: a new value on
+    /// every acquisition, so `changes()` counts them across restarts too.
+    pub lease_acquired_time: Gauge,
 }
 
 /// Seconds between the wall clock and the event time of the last frame read (0 before
@@ -268,6 +284,31 @@ impl Metrics {
             self.already_stored.clone(),
         );
         r.register(
+            "stream_bytes",
+            "Bytes the stream holds, as JetStream counts them (before compression)",
+            self.stream_bytes.clone(),
+        );
+        r.register(
+            "stream_max_bytes",
+            "The stream's max_bytes limit, -1 when it has none",
+            self.stream_max_bytes.clone(),
+        );
+        r.register(
+            "lease_acquisitions",
+            "Times this process took the single-writer lease",
+            self.lease_acquisitions.clone(),
+        );
+        r.register(
+            "lease_losses",
+            "Times this process found its lease taken over by another ingestor",
+            self.lease_losses.clone(),
+        );
+        r.register(
+            "lease_acquired_time_seconds",
+            "When this process last took the lease, seconds since the epoch (0 before)",
+            self.lease_acquired_time.clone(),
+        );
+        r.register(
             "relay_infos",
             "#info frames from the relay",
             self.relay_infos.clone(),
@@ -282,6 +323,15 @@ impl Metrics {
                 reason: reason.as_str(),
             })
             .inc();
+    }
+
+    /// Records that this process took the lease now.
+    pub fn lease_acquired(&self) {
+        self.lease_acquisitions.inc();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        self.lease_acquired_time.set(now);
     }
 
     /// Counts a reconnection.
