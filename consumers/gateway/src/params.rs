@@ -17,7 +17,7 @@
 //! every client gets them whatever its collections, filtered by its DIDs, as Jetstream
 //! does. `#sync` is not sent: Jetstream v1 has no such event and strict clients reject it.
 
-use firehose::syntax::{is_did, Nsid};
+use contract::{Did, Nsid};
 use std::collections::{BTreeSet, HashSet};
 
 /// Most `wantedCollections` in one request (Jetstream's limit).
@@ -130,7 +130,7 @@ impl Filters {
                     wanted.prefixes.insert(format!("{prefix}."));
                 }
                 Some(_) => return Err(ParamError::Collection(c.to_string())),
-                None if Nsid::parse(c).is_some() => {
+                None if Nsid::parse(c).is_ok() => {
                     wanted.full.insert(c.to_string());
                 }
                 None => return Err(ParamError::Collection(c.to_string())),
@@ -143,7 +143,7 @@ impl Filters {
         let mut wanted_dids = HashSet::new();
         for d in dids {
             let d = d.as_ref();
-            if !is_did(d) {
+            if Did::parse(d).is_err() {
                 return Err(ParamError::Did(d.to_string()));
             }
             wanted_dids.insert(d.to_string());
@@ -166,12 +166,12 @@ impl Filters {
     /// The consumer's `filter_subjects`: non-overlapping (the server refuses overlaps), so
     /// a full NSID under a wanted prefix, or a prefix under a shorter one, is left out.
     pub fn subjects(&self) -> Vec<String> {
-        let p = firehose::SUBJECT_PREFIX;
+        let p = contract::subject::PREFIX;
         let mut out: Vec<String> = match &self.collections {
             // Every collection: one filter for the whole stream. The server's path for a
             // consumer with several filters cost it twice the CPU per message (the gateway
             // benchmark, BENCHMARKS.md); the few `#sync` events are dropped by the pump.
-            None => return vec![format!("{p}.>")],
+            None => return vec![contract::subject::ALL.to_string()],
             Some(c) => {
                 let covered = |s: &str, own: Option<&str>| {
                     c.prefixes

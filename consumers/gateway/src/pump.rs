@@ -386,7 +386,7 @@ impl Pump {
         let stored_us = i64::try_from(info.published.unix_timestamp_nanos() / 1000).unwrap_or(0);
         *from = From::Seq(seq + 1);
         // Jetstream v1 has no `#sync` event (clients reject unknown kinds).
-        if m.message.subject.as_str() == SYNC_SUBJECT {
+        if m.message.subject.as_str() == contract::subject::SYNC {
             return true;
         }
         let Some(event) = event::patch(&m.message.payload, stored_us, seq) else {
@@ -410,6 +410,3 @@ impl Pump {
         tx.send(out).await.is_ok()
     }
 }
-
-/// The subject of `#sync` events, never sent to clients.
-const SYNC_SUBJECT: &str = "bsky.sync";

@@ -33,7 +33,6 @@ mod id;
 pub mod json;
 mod model;
 mod skip;
-pub mod syntax;
 mod time;
 pub mod varint;
 
@@ -46,8 +45,6 @@ pub use skip::{FrameError, SkipReason};
 pub use time::parse_rfc3339_micros;
 
 use contract::limits::MAX_OPS;
-/// Prefix of every subject this pipeline publishes on (`contract::subject::PREFIX`).
-pub use contract::subject::PREFIX as SUBJECT_PREFIX;
 
 #[derive(Deserialize)]
 struct Header<'a> {
