@@ -309,8 +309,8 @@ for entry in "${CONSUMERS[@]}"; do
 done
 
 # --- 5b. the archiver, into a local directory --------------------------------------------
-# It runs as the operator user for now (operator may create durable `archive` and read
-# BSKY); a user of its own belongs in accounts.conf.
+# It runs as the operator user for now (accounts.conf lets the operator own the durable
+# `archive` beside `replay`); a user of its own belongs in accounts.conf.
 if [[ -x $BIN/archive ]]; then
     archive_port=${BSKY_STACK_ARCHIVE_PORT:-9470}
     answers "$archive_port" && die "port $archive_port is in use; choose another with BSKY_STACK_ARCHIVE_PORT"
