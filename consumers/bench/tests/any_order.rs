@@ -14,21 +14,10 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-const ENV: [(&str, &str); 6] = [
-    ("BSKY_NATS_INGEST_PASSWORD", "pIngestTest1"),
-    ("BSKY_NATS_CHARTS_PASSWORD", "pChartsTest1"),
-    ("BSKY_NATS_FEEDGEN_PASSWORD", "pFeedgenTest1"),
-    ("BSKY_NATS_GATEWAY_PASSWORD", "pGatewayTest1"),
-    ("BSKY_NATS_OPERATOR_PASSWORD", "pOperatorTest1"),
-    ("BSKY_NATS_SYS_PASSWORD", "pSysTest1"),
-];
 const PATIENCE: Duration = Duration::from_secs(60);
 
 fn nats_settings(url: &str, user: &str) -> service::nats::Settings {
-    let password = ENV
-        .iter()
-        .find(|(k, _)| k.contains(&user.to_uppercase()))
-        .map(|(_, v)| v.to_string());
+    let password = testkit::deploy::password(user).map(str::to_string);
     service::nats::Settings {
         url: url.into(),
         user: Some(user.into()),
@@ -90,7 +79,8 @@ async fn until<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_service_started_before_nats_comes_up_without_a_restart() {
     let conf = testkit::workspace_root().join("deploy/nats-server.conf");
-    let mut nats = testkit::NatsServer::start_with_config(conf, &ENV).expect("deploy config");
+    let mut nats = testkit::NatsServer::start_with_config(conf, &testkit::deploy::server_env())
+        .expect("deploy config");
     nats.stop(); // the port and the store stay: nothing listens there now
     let url = nats.url();
     let dir = tempfile::tempdir().expect("tmp");
@@ -159,7 +149,7 @@ async fn every_service_started_before_nats_comes_up_without_a_restart() {
 
     let operator = async_nats::ConnectOptions::with_user_and_password(
         "operator".into(),
-        "pOperatorTest1".into(),
+        testkit::deploy::password("operator").unwrap().into(),
     )
     .custom_inbox_prefix("_INBOX_operator")
     .connect(&url)

@@ -34,14 +34,6 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-const ENV: [(&str, &str); 6] = [
-    ("BSKY_NATS_INGEST_PASSWORD", "pIngestTest1"),
-    ("BSKY_NATS_CHARTS_PASSWORD", "pChartsTest1"),
-    ("BSKY_NATS_FEEDGEN_PASSWORD", "pFeedgenTest1"),
-    ("BSKY_NATS_GATEWAY_PASSWORD", "pGatewayTest1"),
-    ("BSKY_NATS_OPERATOR_PASSWORD", "pOperatorTest1"),
-    ("BSKY_NATS_SYS_PASSWORD", "pSysTest1"),
-];
 const PATIENCE: Duration = Duration::from_secs(120);
 /// Messages the corpus puts into the stream (as in `any_order.rs`).
 const CORPUS_MESSAGES: u64 = 152;
@@ -49,12 +41,7 @@ const CORPUS_MESSAGES: u64 = 152;
 const MAX_BYTES: i64 = 64 << 20;
 
 fn password(user: &str) -> String {
-    let var = format!("BSKY_NATS_{}_PASSWORD", user.to_uppercase());
-    ENV.iter()
-        .find(|(k, _)| *k == var)
-        .expect(user)
-        .1
-        .to_string()
+    testkit::deploy::password(user).expect(user).to_string()
 }
 
 fn nats_settings(url: &str, user: &str) -> service::nats::Settings {
@@ -243,7 +230,8 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 
 async fn run(disturbed: bool) -> Figures {
     let conf = testkit::workspace_root().join("deploy/nats-server.conf");
-    let nats = testkit::NatsServer::start_with_config(conf, &ENV).expect("deploy config");
+    let nats = testkit::NatsServer::start_with_config(conf, &testkit::deploy::server_env())
+        .expect("deploy config");
     let url = nats.url();
     let dir = tempfile::tempdir().expect("tmp");
     let relay = staging::replay::spawn(

@@ -9,42 +9,33 @@ use common::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The passwords `deploy/accounts.conf` reads from the server's environment.
-const ENV: [(&str, &str); 6] = [
-    ("BSKY_NATS_INGEST_PASSWORD", "pIngestTest1"),
-    ("BSKY_NATS_CHARTS_PASSWORD", "pChartsTest1"),
-    ("BSKY_NATS_FEEDGEN_PASSWORD", "pFeedgenTest1"),
-    ("BSKY_NATS_GATEWAY_PASSWORD", "pGatewayTest1"),
-    ("BSKY_NATS_OPERATOR_PASSWORD", "pOperatorTest1"),
-    ("BSKY_NATS_SYS_PASSWORD", "pSysTest1"),
-];
-
 /// The real ingestor fills BSKY as user ingest; the gateway, as user gateway with the
 /// defaults of `[stream.mirror]`, creates its mirror in account GATEWAY and serves a client
 /// every event of the corpus from it, in the stream's order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_serves_its_own_mirror_under_the_shipped_permissions() {
     let conf = testkit::workspace_root().join("deploy/nats-server.conf");
-    let nats = testkit::NatsServer::start_with_config(conf, &ENV).expect("deploy config");
+    let nats = testkit::NatsServer::start_with_config(conf, &testkit::deploy::server_env())
+        .expect("deploy config");
     let url = nats.url();
     let capture = Arc::new(staging::fixtures::corpus().expect("corpus"));
     let pipeline = ingest::testing::Pipeline::start_on(nats, capture, Default::default(), |c| {
         c.nats.user = Some("ingest".into());
-        c.nats.password = Some("pIngestTest1".into());
+        c.nats.password = Some(testkit::deploy::password("ingest").unwrap().into());
     })
     .await
     .expect("pipeline");
 
     let mut config = common::config(&url);
     config.nats.user = Some("gateway".into());
-    config.nats.password = Some("pGatewayTest1".into());
+    config.nats.password = Some(testkit::deploy::password("gateway").unwrap().into());
     config.stream.mirror = Some(gateway::config::Mirror::default());
     let gw = Gateway::start(config).await;
 
     // The mirror, seen by the gateway user: the whole corpus.
     let client = async_nats::ConnectOptions::with_user_and_password(
         "gateway".into(),
-        "pGatewayTest1".into(),
+        testkit::deploy::password("gateway").unwrap().into(),
     )
     .custom_inbox_prefix("_INBOX_gateway")
     .connect(&url)
@@ -74,7 +65,7 @@ async fn the_gateway_serves_its_own_mirror_under_the_shipped_permissions() {
     // the gateway's `cursor` and `time_us` must carry although it reads the mirror.
     let operator = async_nats::ConnectOptions::with_user_and_password(
         "operator".into(),
-        "pOperatorTest1".into(),
+        testkit::deploy::password("operator").unwrap().into(),
     )
     .custom_inbox_prefix("_INBOX_operator")
     .connect(&url)

@@ -38,6 +38,7 @@
 //! # Ok::<(), testkit::Error>(())
 //! ```
 
+pub mod deploy;
 pub mod process;
 
 use std::fs::{self, File, OpenOptions};

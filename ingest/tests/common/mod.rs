@@ -446,29 +446,11 @@ pub fn assert_exact_stored(stored: &[Stored], expected: &HashMap<String, (String
     assert_eq!(stored.len(), expected.len(), "every op exactly once");
 }
 
-/// The users of `deploy/accounts.conf`: (user, the nats-server variable of its password,
-/// a test password).
-pub const USERS: [(&str, &str, &str); 6] = [
-    ("ingest", "BSKY_NATS_INGEST_PASSWORD", "pIngestTest1"),
-    ("charts", "BSKY_NATS_CHARTS_PASSWORD", "pChartsTest1"),
-    ("feedgen", "BSKY_NATS_FEEDGEN_PASSWORD", "pFeedgenTest1"),
-    ("gateway", "BSKY_NATS_GATEWAY_PASSWORD", "pGatewayTest1"),
-    ("operator", "BSKY_NATS_OPERATOR_PASSWORD", "pOperatorTest1"),
-    ("sys", "BSKY_NATS_SYS_PASSWORD", "pSysTest1"),
-];
-
-/// The environment nats-server needs to parse `deploy/accounts.conf`.
-pub fn server_env() -> Vec<(&'static str, &'static str)> {
-    USERS.iter().map(|(_, var, pw)| (*var, *pw)).collect()
-}
+pub use testkit::deploy::{server_env, USERS};
 
 /// The test password of `user`.
 pub fn password(user: &str) -> &'static str {
-    USERS
-        .iter()
-        .find(|(u, _, _)| *u == user)
-        .map(|(_, _, pw)| *pw)
-        .expect("a user of deploy/accounts.conf")
+    testkit::deploy::password(user).expect("a user of deploy/accounts.conf")
 }
 
 /// `user`'s password in a file under `dir`, for `nats.password_file`.
