@@ -184,9 +184,14 @@ async fn an_existing_stream_keeps_what_the_operator_set() {
         .unwrap()
         .clone();
     let c = info.config;
+    // The operator's extra subject stays; the batched path adds the one it ends batches on.
     assert_eq!(
         c.subjects,
-        vec!["bsky.>".to_string(), "extra.>".to_string()]
+        vec![
+            "bsky.>".to_string(),
+            "extra.>".to_string(),
+            contract::subject::batch_end("BSKY")
+        ]
     );
     assert_eq!(c.metadata.get("owner").map(String::as_str), Some("ops"));
     assert_eq!(c.max_messages_per_subject, 100_000);
