@@ -50,16 +50,30 @@ pub enum SeekError {
     },
 }
 
-/// The first stored message at or after sequence `from`: (its sequence, its event time), or
-/// `None` past the end.
-async fn probe(stream: &Stream, from: u64) -> Result<Option<(u64, i64)>, SeekError> {
+/// What a search orders the stream's messages by.
+#[derive(Clone, Copy)]
+enum Key {
+    /// The payload's `time_us`.
+    Event,
+    /// The time JetStream stored the message.
+    Stored,
+}
+
+/// The first stored message at or after sequence `from`: (its sequence, its time by
+/// `key`), or `None` past the end.
+async fn probe(stream: &Stream, from: u64, key: Key) -> Result<Option<(u64, i64)>, SeekError> {
     use async_nats::jetstream::stream::DirectGetErrorKind;
     match stream.direct_get_next_for_subject(ALL, Some(from)).await {
         Ok(m) => {
-            let t = crate::event::time_us(&m.payload).map_err(|source| SeekError::NoTime {
-                seq: m.sequence,
-                source,
-            })?;
+            let t = match key {
+                Key::Event => {
+                    crate::event::time_us(&m.payload).map_err(|source| SeekError::NoTime {
+                        seq: m.sequence,
+                        source,
+                    })?
+                }
+                Key::Stored => stored_us(m.time),
+            };
             Ok(Some((m.sequence, t)))
         }
         Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
@@ -67,36 +81,31 @@ async fn probe(stream: &Stream, from: u64) -> Result<Option<(u64, i64)>, SeekErr
     }
 }
 
-/// The sequence of the first message whose event time is at or after `time_us`: `None`
-/// when every stored message is older (start at the live tail). A time older than the
-/// stream's first message gives the first message.
-pub async fn seq_at_time(stream: &Stream, time_us: i64) -> Result<Option<u64>, SeekError> {
+/// The sequence of the first message whose time by `key` is at or after `at`: `None` when
+/// every stored message is older; the first message when `at` is older than the stream.
+async fn first_at(stream: &Stream, at: i64, key: Key) -> Result<Option<u64>, SeekError> {
     let state = stream.get_info().await.map_err(SeekError::Info)?.state;
     if state.messages == 0 {
         return Ok(None);
     }
-    // Invariant: every stored message below `lo` is older than `time_us`, and the first
-    // stored message at or after `hi` (if any) is not.
+    // Invariant: every stored message below `lo` is older than `at`, and the first stored
+    // message at or after `hi` (if any) is not.
     let (mut lo, mut hi) = (state.first_sequence, state.last_sequence + 1);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        match probe(stream, mid).await? {
-            Some((seq, t)) if seq < hi && t < time_us => lo = seq + 1,
+        match probe(stream, mid, key).await? {
+            Some((seq, t)) if seq < hi && t < at => lo = seq + 1,
             _ => hi = mid,
         }
     }
-    Ok(probe(stream, lo).await?.map(|(seq, _)| seq))
+    Ok(probe(stream, lo, key).await?.map(|(seq, _)| seq))
 }
 
-/// The first stored message at or after sequence `from`: (its sequence, its storage time
-/// in µs), or `None` past the end.
-async fn probe_stored(stream: &Stream, from: u64) -> Result<Option<(u64, i64)>, SeekError> {
-    use async_nats::jetstream::stream::DirectGetErrorKind;
-    match stream.direct_get_next_for_subject(ALL, Some(from)).await {
-        Ok(m) => Ok(Some((m.sequence, stored_us(m.time)))),
-        Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
-        Err(source) => Err(SeekError::Get { from, source }),
-    }
+/// The sequence of the first message whose event time is at or after `time_us`: `None`
+/// when every stored message is older (start at the live tail). A time older than the
+/// stream's first message gives the first message.
+pub async fn seq_at_time(stream: &Stream, time_us: i64) -> Result<Option<u64>, SeekError> {
+    first_at(stream, time_us, Key::Event).await
 }
 
 /// A storage time as µs since the epoch.
@@ -108,19 +117,7 @@ pub(crate) fn stored_us(t: time::OffsetDateTime) -> i64 {
 /// the epoch, the server's clock): `None` when every stored message is older. Storage
 /// times grow with the sequence, so the binary search is exact.
 pub async fn seq_at_stored_time(stream: &Stream, stored_us: i64) -> Result<Option<u64>, SeekError> {
-    let state = stream.get_info().await.map_err(SeekError::Info)?.state;
-    if state.messages == 0 {
-        return Ok(None);
-    }
-    let (mut lo, mut hi) = (state.first_sequence, state.last_sequence + 1);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        match probe_stored(stream, mid).await? {
-            Some((seq, t)) if seq < hi && t < stored_us => lo = seq + 1,
-            _ => hi = mid,
-        }
-    }
-    Ok(probe_stored(stream, lo).await?.map(|(seq, _)| seq))
+    first_at(stream, stored_us, Key::Stored).await
 }
 
 /// `2026-07-04T14:38:07.123456Z` of µs since the epoch, for messages to people (the raw
