@@ -288,13 +288,11 @@ const HINTS: &[(&str, &str)] = &[
 /// What `--help` says after the flags: the sources, then every key of [`Config`], read
 /// from its defaults ([`service::help::keys`]), so the list cannot drift from the type.
 pub fn after_help() -> String {
-    let keys = service::help::keys(&Config::default(), HINTS)
-        .unwrap_or_else(|e| format!("  (the settings cannot be listed: {e})\n"));
-    format!(
-        "Every setting can also come from a TOML file (--config) or the environment \
-(prefix {ENV_PREFIX}, nesting with __, e.g. {ENV_PREFIX}NATS__URL). Precedence: defaults < file < \
-environment < flags. Settings (file keys):\n{keys}\
-Durations are written like \"500ms\", \"5s\", \"2m\", \"72h\". See subjects.md for the contract."
+    service::help::settings(
+        ENV_PREFIX,
+        &Config::default(),
+        HINTS,
+        "See subjects.md for the contract.",
     )
 }
 
@@ -330,7 +328,7 @@ impl Config {
         match url::Url::parse(&self.relay.url) {
             Ok(u) if matches!(u.scheme(), "ws" | "wss") => {}
             Ok(_) => return bad("relay.url", "must start with ws:// or wss://"),
-            Err(e) => return bad("relay.url", &e.to_string()),
+            Err(e) => return Err(ConfigError::caused("relay.url", "not a URL", e)),
         }
         if self.relay.max_frame_bytes < contract::limits::MAX_FRAME_BYTES {
             return bad(

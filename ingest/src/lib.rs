@@ -33,7 +33,6 @@ pub mod stream;
 pub mod testing;
 pub mod usage;
 
-use anyhow::Context as _;
 use config::Config;
 use service::supervise::{Role, Supervisor};
 use std::future::Future;
@@ -65,7 +64,7 @@ async fn unless_stopped<T>(
 /// Runs the ingestor until `shutdown` fires; returns after the in-flight publishes are
 /// acked (or a short drain passes), the cursor is stored and the lease released. Returns
 /// an error when something stops it for good (see the module docs).
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
     info!(config = %config.summary(), "starting");
     let Some(client) = service::nats::connect_until(&config.nats, &shutdown).await? else {
         return Ok(());
@@ -99,10 +98,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let metrics_listener = match config.metrics.listen.as_str() {
         "" => None,
         listen => {
+            let failed = |source| RunError::Listen {
+                addr: listen.to_string(),
+                source,
+            };
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
-                .with_context(|| format!("metrics.listen {listen}"))?;
-            info!(addr = %listener.local_addr()?, "metrics on /metrics");
+                .map_err(failed)?;
+            info!(addr = %listener.local_addr().map_err(failed)?, "metrics on /metrics");
             Some(listener)
         }
     };
@@ -175,9 +178,41 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     Ok(())
 }
 
+/// Why [`run`] stopped. Each one means: stop, and tell the operator; a restart resumes
+/// from the stream without a gap or a duplicate.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The NATS settings cannot be used, or the server is unsuitable.
+    #[error(transparent)]
+    Connect(#[from] service::nats::ConnectError),
+    /// `metrics.listen` cannot be bound.
+    #[error("metrics.listen: cannot listen on {addr}")]
+    Listen {
+        /// `metrics.listen`.
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The stream cannot be created or adjusted.
+    #[error(transparent)]
+    Stream(#[from] stream::StreamError),
+    /// The cursor bucket cannot be used.
+    #[error(transparent)]
+    Cursor(#[from] cursor::CursorError),
+    /// The lease cannot be taken.
+    #[error(transparent)]
+    Lease(#[from] lease::LeaseError),
+    /// Where to start cannot be worked out.
+    #[error(transparent)]
+    Resume(#[from] resume::ResumeError),
+    /// A task failed, panicked or ended early.
+    #[error(transparent)]
+    Task(#[from] service::supervise::TaskError<TaskFailure>),
+}
+
 /// What stopped one of [`run`]'s tasks.
 #[derive(Debug, thiserror::Error)]
-enum TaskFailure {
+pub enum TaskFailure {
     #[error(transparent)]
     Relay(#[from] relay::RelayError),
     #[error(transparent)]
@@ -203,7 +238,7 @@ async fn prepare(
     js: &async_nats::jetstream::Context,
     path: publish::Path,
     shutdown: &CancellationToken,
-) -> anyhow::Result<Option<Prepared>> {
+) -> Result<Option<Prepared>, RunError> {
     let ensured = stream::ensure(js, &config.stream, path.batched()).await?;
     let bucket =
         cursor::open_bucket(js, &config.cursor.bucket, ensured.info.config.num_replicas).await?;

@@ -32,7 +32,7 @@ pub struct Pipeline {
     /// The relay the ingestor reads.
     pub relay: RelayHandle,
     shutdown: CancellationToken,
-    task: JoinHandle<anyhow::Result<()>>,
+    task: JoinHandle<Result<(), crate::RunError>>,
 }
 
 /// The ingestor's configuration for a test: this relay and server, no metrics endpoint,

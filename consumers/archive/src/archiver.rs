@@ -260,15 +260,18 @@ impl Archiver {
                 }
                 Ok(_) => kit::consumer::open(stream, &self.config.consumer, self.position, true)
                     .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+                    .map_err(kit::handler::BoxError::from),
+                Err(e) => Err(e.into()),
             };
             match opened {
                 Ok((c, _)) => {
                     self.last_delivery = 0;
                     return Ok(Some(c));
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot open the durable consumer; retrying"),
+                Err(e) => tracing::warn!(
+                    error = %service::telemetry::Chain(&*e),
+                    "cannot open the durable consumer; retrying"
+                ),
             }
             tokio::select! {
                 _ = self.shutdown.cancelled() => return Ok(None),

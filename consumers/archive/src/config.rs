@@ -112,6 +112,25 @@ impl Default for Config {
     }
 }
 
+const HINTS: &[(&str, &str)] = &[
+    ("consumer.linger", "not used"),
+    ("consumer.seek_margin", "not used"),
+    ("store.url", "directory, file:///path, s3://bucket/prefix"),
+    ("http.listen", "/metrics; empty: none"),
+    ("log.format", "text|json"),
+];
+
+/// The `--help` epilogue: every key of the configuration, from its type.
+pub fn after_help() -> String {
+    service::help::settings(
+        ENV_PREFIX,
+        &Config::default(),
+        HINTS,
+        "S3 credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY from the environment or from\n\
+store.credentials_file (KEY=VALUE lines); never from a flag.",
+    )
+}
+
 /// The flags of `archive run` and `archive restore`; each one given overrides the file
 /// and the environment.
 #[derive(Debug, Default, Clone, clap::Args)]
@@ -237,6 +256,15 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         assert!(Config::default().check().is_ok());
+    }
+
+    #[test]
+    fn help_lists_every_key() -> Result<(), Box<dyn std::error::Error>> {
+        let help = after_help();
+        let missing = service::help::missing(&help, &Config::default())?;
+        assert!(missing.is_empty(), "not in --help: {missing:?}\n{help}");
+        assert!(help.contains("store.credentials_file"), "{help}");
+        Ok(())
     }
 
     #[test]

@@ -24,11 +24,36 @@ pub mod reader;
 pub mod restore;
 pub mod store;
 
-use anyhow::Context as _;
+use service::telemetry::Chain;
 use tokio_util::sync::CancellationToken;
 
+/// Why `archive` or `archive restore` stopped. Each one means: stop, and tell the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `[store]` cannot be opened.
+    #[error(transparent)]
+    Store(#[from] service::config::ConfigError),
+    /// The NATS settings cannot be used, or the server is unsuitable.
+    #[error(transparent)]
+    Connect(#[from] service::nats::ConnectError),
+    /// `http.listen` cannot be bound.
+    #[error("http.listen: cannot listen on {addr}")]
+    Listen {
+        /// `http.listen`.
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The archiver stopped (see [`archiver::RunError`]).
+    #[error(transparent)]
+    Archiver(#[from] archiver::RunError),
+    /// The restore stopped (see [`restore::RestoreError`]).
+    #[error(transparent)]
+    Restore(#[from] restore::RestoreError),
+}
+
 /// The archiver as `main` runs it: connects, serves `/metrics`, runs until `shutdown`.
-pub async fn run(config: config::Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(config: config::Config, shutdown: CancellationToken) -> Result<(), Error> {
     tracing::info!(config = %config.summary(), "starting the archiver");
     let store = store::Store::open(&config.store)?;
     let client = service::nats::connect(&config.nats).await?;
@@ -40,7 +65,10 @@ pub async fn run(config: config::Config, shutdown: CancellationToken) -> anyhow:
     } else {
         let listener = tokio::net::TcpListener::bind(&config.http.listen)
             .await
-            .with_context(|| format!("http.listen: cannot listen on {}", config.http.listen))?;
+            .map_err(|source| Error::Listen {
+                addr: config.http.listen.clone(),
+                source,
+            })?;
         Some(tokio::spawn(service::telemetry::serve_metrics(
             listener,
             registry,
@@ -59,8 +87,8 @@ pub async fn run(config: config::Config, shutdown: CancellationToken) -> anyhow:
     if let Some(h) = http {
         match h.await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "metrics server"),
-            Err(e) => tracing::warn!(error = %e, "metrics server task"),
+            Ok(Err(e)) => tracing::warn!(error = %Chain(&e), "metrics server"),
+            Err(e) => tracing::warn!(error = %Chain(&e), "metrics server task"),
         }
     }
     Ok(result?)
@@ -71,7 +99,7 @@ pub async fn restore(
     config: config::Config,
     opts: restore::Options,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> Result<(), Error> {
     let store = store::Store::open(&config.store)?;
     let client = service::nats::connect(&config.nats).await?;
     let js = async_nats::jetstream::new(client);

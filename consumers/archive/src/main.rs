@@ -10,21 +10,7 @@ use std::process::ExitCode;
 #[command(
     name = "archive",
     version,
-    about = "The bsky stream's archive: sealed zstd segments in a directory or an S3-compatible store",
-    after_help = "Every setting can also come from a TOML file (--config) or the environment \
-(prefix BSKY_ARCHIVE_, nesting with __, e.g. BSKY_ARCHIVE_STORE__URL). Precedence: defaults < file < \
-environment < flags. Settings (file keys):\n\
-  [nats]     url, user, password, password_file, token, token_file, creds_file, nkey_seed,\n\
-             tls_ca, tls_cert, tls_key, name\n\
-  [consumer] stream, durable, subjects, batch, max_ack_pending, ack_wait, retry_min,\n\
-             retry_max, status_interval (linger and seek_margin are not used)\n\
-  [segment]  max_bytes, max_age, max_messages, zstd_level\n\
-  [store]    url (directory, file:///path, s3://bucket/prefix), endpoint, region,\n\
-             allow_http, credentials_file, retry_min, retry_max\n\
-  [http]     listen (/metrics; empty: none)\n\
-  [log]      format (text|json)\n\
-S3 credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY from the environment or from\n\
-store.credentials_file (KEY=VALUE lines); never from a flag."
+    about = "The bsky stream's archive: sealed zstd segments in a directory or an S3-compatible store"
 )]
 struct Args {
     #[command(flatten)]
@@ -55,7 +41,7 @@ enum What {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = service::help::parse_flags(archive::config::after_help());
     let loaded = Config::load(&args.flags);
     match args.what.unwrap_or(What::Run) {
         What::Run => service::process::main(

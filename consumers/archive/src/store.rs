@@ -131,8 +131,13 @@ fn read_credentials(
     path: &std::path::Path,
 ) -> Result<Vec<(AmazonS3ConfigKey, String)>, ConfigError> {
     let bad = |why: String| ConfigError::key("store.credentials_file", why);
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::caused(
+            "store.credentials_file",
+            format!("cannot read {}", path.display()),
+            e,
+        )
+    })?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -175,11 +180,11 @@ pub struct Store {
 impl Store {
     /// Opens the store `cfg` names (a local directory is created).
     pub fn open(cfg: &StoreConfig) -> Result<Store, ConfigError> {
-        let open_err = |e: object_store::Error| ConfigError::key("store.url", e);
+        let open_err = |e: object_store::Error| ConfigError::caused("store.url", "cannot open", e);
         match cfg.kind()? {
             Kind::Local(dir) => {
                 std::fs::create_dir_all(&dir).map_err(|e| {
-                    ConfigError::key("store.url", format!("cannot create {}: {e}", dir.display()))
+                    ConfigError::caused("store.url", format!("cannot create {}", dir.display()), e)
                 })?;
                 let fs = LocalFileSystem::new_with_prefix(&dir).map_err(open_err)?;
                 Ok(Store {

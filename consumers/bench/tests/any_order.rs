@@ -7,48 +7,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
+mod common;
+
 use async_nats::jetstream;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::task::JoinHandle;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
-fn nats_settings(url: &str, user: &str) -> service::nats::Settings {
-    let password = testkit::deploy::password(user).map(str::to_string);
-    service::nats::Settings {
-        url: url.into(),
-        user: Some(user.into()),
-        password,
-        name: user.into(),
-        ..Default::default()
-    }
-}
-
-/// `GET path`: (status, whole response); status 0 when nothing answers.
-async fn http_get(port: u16, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return (0, String::new());
-    };
-    let req = format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
-    if s.write_all(req.as_bytes()).await.is_err() {
-        return (0, String::new());
-    }
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text).await;
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, text)
-}
-
 async fn http_status(port: u16, path: &str) -> u16 {
-    http_get(port, path).await.0
+    common::get(port, path).await.0
 }
 
 /// The `bsky_…` metric names that a shipped monitoring file names.
@@ -68,12 +38,8 @@ fn metrics_named_in(file: &str) -> Vec<String> {
     names
 }
 
-async fn until<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < PATIENCE, "{what}: not after {PATIENCE:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+async fn until<F: Future<Output = bool>>(what: &str, check: impl FnMut() -> F) {
+    common::until(what, PATIENCE, check).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,54 +58,15 @@ async fn every_service_started_before_nats_comes_up_without_a_restart() {
     .expect("relay");
 
     let shutdown = CancellationToken::new();
-    let free = || testkit::free_port().expect("port");
-    let mut tasks: Vec<(&str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
-
-    let mut ingest = ingest::testing::config(&relay, &url);
-    ingest.nats = nats_settings(&url, "ingest");
-    let ingest_port = free();
-    ingest.metrics.listen = format!("127.0.0.1:{ingest_port}");
-    tasks.push((
-        "ingest",
-        tokio::spawn(ingest::run(ingest, shutdown.clone())),
-    ));
-
-    let mut charts = charts::config::Config {
-        nats: nats_settings(&url, "charts"),
-        ..Default::default()
-    };
-    charts.state.path = dir.path().join("charts.db");
-    let charts_port = free();
-    charts.http.listen = format!("127.0.0.1:{charts_port}");
-    tasks.push((
-        "charts",
-        tokio::spawn(charts::run(charts, kit::Start::Resume, shutdown.clone())),
-    ));
-
-    let mut feedgen = feedgen::config::Config {
-        nats: nats_settings(&url, "feedgen"),
-        ..Default::default()
-    };
-    feedgen.state.path = dir.path().join("feedgen.db");
-    let feedgen_port = free();
-    feedgen.http.listen = format!("127.0.0.1:{feedgen_port}");
-    feedgen.feeds = vec![feedgen::config::Feed {
-        name: "all".into(),
-        ..Default::default()
-    }];
-    tasks.push((
-        "feedgen",
-        tokio::spawn(feedgen::run(feedgen, kit::Start::Resume, shutdown.clone())),
-    ));
-
-    let mut gw = gateway::config::Config {
-        nats: nats_settings(&url, "gateway"),
-        ..Default::default()
-    };
-    gw.stream.mirror = Some(gateway::config::Mirror::default());
-    let gateway_port = free();
-    gw.http.listen = format!("127.0.0.1:{gateway_port}");
-    tasks.push(("gateway", tokio::spawn(gateway::run(gw, shutdown.clone()))));
+    let mut stack = common::Stack::start(&relay, &url, None, dir.path(), &shutdown);
+    let gateway_port = stack.start_gateway(&url, &shutdown);
+    let common::Stack {
+        tasks,
+        ingest_port,
+        charts_port,
+        feedgen_port,
+        ..
+    } = stack;
 
     tokio::time::sleep(Duration::from_secs(5)).await;
     for (name, task) in &tasks {
@@ -147,14 +74,7 @@ async fn every_service_started_before_nats_comes_up_without_a_restart() {
     }
     nats.restart().expect("nats-server comes up");
 
-    let operator = async_nats::ConnectOptions::with_user_and_password(
-        "operator".into(),
-        testkit::deploy::password("operator").unwrap().into(),
-    )
-    .custom_inbox_prefix("_INBOX_operator")
-    .connect(&url)
-    .await
-    .expect("operator");
+    let operator = common::connect(&url, "operator").await;
     let js = jetstream::new(operator);
     let stored = || async {
         match js.get_stream("BSKY").await {
@@ -197,7 +117,7 @@ async fn every_service_started_before_nats_comes_up_without_a_restart() {
     // Every metric the dashboard and the alert rules name is exported by this stack.
     let mut exported = String::new();
     for port in [ingest_port, charts_port, feedgen_port, gateway_port] {
-        exported += &http_get(port, "/metrics").await.1;
+        exported += &common::get(port, "/metrics").await.1;
     }
     for file in [
         "deploy/monitoring/alerts.yml",
@@ -216,8 +136,11 @@ async fn every_service_started_before_nats_comes_up_without_a_restart() {
 
     shutdown.cancel();
     for (name, task) in tasks {
-        task.await
-            .expect("task")
-            .unwrap_or_else(|e| panic!("{name} stopped on an error: {e:#}"));
+        task.await.expect("task").unwrap_or_else(|e| {
+            panic!(
+                "{name} stopped on an error: {}",
+                service::telemetry::Chain(&*e)
+            )
+        });
     }
 }

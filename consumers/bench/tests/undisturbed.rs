@@ -22,61 +22,30 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
+mod common;
+
 use async_nats::jetstream::{self, consumer};
 use async_nats::Client;
 use futures_util::StreamExt;
 use serde_json::Value;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use common::{connect, get};
+
 const PATIENCE: Duration = Duration::from_secs(120);
+
+async fn until<F: Future<Output = bool>>(what: &str, check: impl FnMut() -> F) {
+    common::until(what, PATIENCE, check).await
+}
 /// Messages the corpus puts into the stream (as in `any_order.rs`).
 const CORPUS_MESSAGES: u64 = 152;
 /// The ingestor's `stream.max_bytes` in these runs, checked in its `/metrics`.
 const MAX_BYTES: i64 = 64 << 20;
-
-fn password(user: &str) -> String {
-    testkit::deploy::password(user).expect(user).to_string()
-}
-
-fn nats_settings(url: &str, user: &str) -> service::nats::Settings {
-    service::nats::Settings {
-        url: url.into(),
-        user: Some(user.into()),
-        password: Some(password(user)),
-        name: user.into(),
-        ..Default::default()
-    }
-}
-
-/// A client of `user` with its own inbox prefix, as the shipped permissions require.
-async fn connect(url: &str, user: &str) -> Client {
-    async_nats::ConnectOptions::with_user_and_password(user.into(), password(user))
-        .custom_inbox_prefix(format!("_INBOX_{user}"))
-        .connect(url)
-        .await
-        .expect(user)
-}
-
-async fn until<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < PATIENCE, "{what}: not after {PATIENCE:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn get(port: u16, path: &str) -> (u16, String) {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    kit::testing::http_get(addr, path)
-        .await
-        .unwrap_or((0, String::new()))
-}
 
 /// The rows of the README's permissions table: (operation, subject).
 fn table() -> Vec<(String, String)> {
@@ -241,47 +210,10 @@ async fn run(disturbed: bool) -> Figures {
     .await
     .expect("relay");
     let shutdown = CancellationToken::new();
-    let free = || testkit::free_port().expect("port");
-    let mut tasks: Vec<(&str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
-
-    let mut ingest = ingest::testing::config(&relay, &url);
-    ingest.nats = nats_settings(&url, "ingest");
-    ingest.stream.max_bytes = MAX_BYTES;
-    let ingest_port = free();
-    ingest.metrics.listen = format!("127.0.0.1:{ingest_port}");
-    tasks.push((
-        "ingest",
-        tokio::spawn(ingest::run(ingest, shutdown.clone())),
-    ));
-
-    let mut charts = charts::config::Config {
-        nats: nats_settings(&url, "charts"),
-        ..Default::default()
-    };
-    charts.state.path = dir.path().join("charts.db");
-    let charts_port = free();
-    charts.http.listen = format!("127.0.0.1:{charts_port}");
-    tasks.push((
-        "charts",
-        tokio::spawn(charts::run(charts, kit::Start::Resume, shutdown.clone())),
-    ));
-
-    let mut feedgen = feedgen::config::Config {
-        nats: nats_settings(&url, "feedgen"),
-        ..Default::default()
-    };
-    feedgen.state.path = dir.path().join("feedgen.db");
-    let feedgen_port = free();
-    feedgen.http.listen = format!("127.0.0.1:{feedgen_port}");
-    feedgen.feeds = vec![feedgen::config::Feed {
-        name: "all".into(),
-        ..Default::default()
-    }];
-    let feed_uri = feedgen.feed_uri(&feedgen.feeds[0]);
-    tasks.push((
-        "feedgen",
-        tokio::spawn(feedgen::run(feedgen, kit::Start::Resume, shutdown.clone())),
-    ));
+    let mut stack = common::Stack::start(&relay, &url, Some(MAX_BYTES), dir.path(), &shutdown);
+    let (ingest_port, charts_port, feedgen_port) =
+        (stack.ingest_port, stack.charts_port, stack.feedgen_port);
+    let feed_uri = stack.feed_uri.clone();
 
     // The disturbance: the gateway with a WebSocket client, and both users' rounds.
     let rounds_done = CancellationToken::new();
@@ -290,14 +222,7 @@ async fn run(disturbed: bool) -> Figures {
     let mut helpers: Vec<JoinHandle<()>> = Vec::new();
     let mut rounds: Option<JoinHandle<u64>> = None;
     if disturbed {
-        let mut gw = gateway::config::Config {
-            nats: nats_settings(&url, "gateway"),
-            ..Default::default()
-        };
-        gw.stream.mirror = Some(gateway::config::Mirror::default());
-        let gateway_port = free();
-        gw.http.listen = format!("127.0.0.1:{gateway_port}");
-        tasks.push(("gateway", tokio::spawn(gateway::run(gw, shutdown.clone()))));
+        let gateway_port = stack.start_gateway(&url, &shutdown);
         let events = ws_events.clone();
         let stop = shutdown.clone();
         helpers.push(tokio::spawn(async move {
@@ -440,10 +365,10 @@ async fn run(disturbed: bool) -> Figures {
     assert!(metric(&text, "bsky_ingest_lease_acquired_time_seconds").is_some_and(|t| t > 1e9));
 
     shutdown.cancel();
-    for (name, task) in tasks {
+    for (name, task) in stack.tasks {
         task.await
             .expect("task")
-            .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            .unwrap_or_else(|e| panic!("{name}: {}", service::telemetry::Chain(&*e)));
     }
     for h in helpers {
         h.abort();

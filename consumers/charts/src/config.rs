@@ -195,16 +195,14 @@ const HINTS: &[(&str, &str)] = &[
 /// What `--help` says after the flags: the sources, then every key of [`Config`], read
 /// from its defaults ([`service::help::keys`]), so the list cannot drift from the type.
 pub fn after_help() -> String {
-    let keys = service::help::keys(&Config::default(), HINTS)
-        .unwrap_or_else(|e| format!("  (the settings cannot be listed: {e})\n"));
-    format!(
-        "Every setting can also come from a TOML file (--config) or the environment \
-(prefix {ENV_PREFIX}, nesting with __, e.g. {ENV_PREFIX}NATS__URL). Precedence: defaults < file < \
-environment < flags. Settings (file keys):\n{keys}\
-Events dated past clock.future_skew or before clock.floor are counted, not charted.\n\
+    service::help::settings(
+        ENV_PREFIX,
+        &Config::default(),
+        HINTS,
+        "Events dated past clock.future_skew or before clock.floor are counted, not charted.\n\
 Rebuild: --from-time T drops the figures of the UTC days from T's on and counts them again\n\
 from the stream; --from-seq N drops everything and counts from stream sequence N. Give\n\
-either once: the database remembers a rebuild in progress."
+either once: the database remembers a rebuild in progress.",
     )
 }
 

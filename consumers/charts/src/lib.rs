@@ -21,7 +21,6 @@ pub mod query;
 pub mod users;
 pub mod web;
 
-use anyhow::Context as _;
 use config::Config;
 use kit::{Handler, Progress, Start};
 use std::sync::Arc;
@@ -34,7 +33,11 @@ pub const METRICS_PREFIX: &str = "bsky_charts";
 
 /// Runs the consumer and the web server until `shutdown` fires (or the consumer stops on
 /// an error, which stops the web server too).
-pub async fn run(config: Config, start: Start, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    start: Start,
+    shutdown: CancellationToken,
+) -> Result<(), kit::ServiceError> {
     info!(config = %config.summary(), ?start, "starting");
     let Some(client) = service::nats::connect_until(&config.nats, &shutdown).await? else {
         return Ok(());
@@ -48,10 +51,8 @@ pub async fn run(config: Config, start: Start, shutdown: CancellationToken) -> a
     let clock = config.clock.parse()?;
     let (progress_tx, progress_rx) = watch::channel(Progress::default());
 
-    let listener = tokio::net::TcpListener::bind(&config.http.listen)
-        .await
-        .with_context(|| format!("http.listen {}", config.http.listen))?;
-    info!(addr = %listener.local_addr()?, "charts page on /, JSON on /api/, metrics on /metrics");
+    let (listener, addr) = kit::listen(&config.http.listen).await?;
+    info!(%addr, "charts page on /, JSON on /api/, metrics on /metrics");
     let state = Arc::new(web::AppState {
         db: config.state.path.clone(),
         progress: progress_rx,

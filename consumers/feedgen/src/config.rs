@@ -227,21 +227,17 @@ const HINTS: &[(&str, &str)] = &[
 /// What `--help` says after the flags: the sources, then every key of [`Config`], read
 /// from its defaults ([`service::help::keys`]), so the list cannot drift from the type.
 pub fn after_help() -> String {
-    let keys = service::help::keys(
-        &Config {
-            feeds: vec![Feed::default()],
-            ..Config::default()
-        },
+    let defaults = Config {
+        feeds: vec![Feed::default()],
+        ..Config::default()
+    };
+    service::help::settings(
+        ENV_PREFIX,
+        &defaults,
         HINTS,
-    )
-    .unwrap_or_else(|e| format!("  (the settings cannot be listed: {e})\n"));
-    format!(
-        "Every setting can also come from a TOML file (--config) or the environment \
-(prefix {ENV_PREFIX}, nesting with __, e.g. {ENV_PREFIX}HTTP__LISTEN). Precedence: defaults < file < \
-environment < flags. Settings (file keys):\n{keys}\
-Rebuild: --from-time T drops the posts created from T on and indexes them again from the\n\
+        "Rebuild: --from-time T drops the posts created from T on and indexes them again from the\n\
 stream; --from-seq N drops the whole index and indexes from stream sequence N. Give\n\
-either once: the database remembers a rebuild in progress."
+either once: the database remembers a rebuild in progress.",
     )
 }
 
@@ -390,7 +386,11 @@ impl Feed {
         for (j, r) in self.regex.iter().enumerate() {
             // Parsed here to name the key; compiled once, into the matcher's RegexSet.
             if let Err(e) = regex_syntax::Parser::new().parse(r) {
-                return Err(ConfigError::key(&key(&format!("regex[{j}]")), e));
+                return Err(ConfigError::caused(
+                    &key(&format!("regex[{j}]")),
+                    "not a pattern",
+                    e,
+                ));
             }
         }
         for (j, l) in self.langs.iter().enumerate() {

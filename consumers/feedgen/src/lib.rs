@@ -23,7 +23,6 @@ pub mod post;
 pub mod query;
 pub mod web;
 
-use anyhow::Context as _;
 use config::Config;
 use kit::{Handler, Progress, Start};
 use std::sync::Arc;
@@ -38,7 +37,11 @@ pub const SUBJECT: &str = contract::subject::POSTS;
 
 /// Runs the consumer and the HTTP server until `shutdown` fires (or the consumer stops on
 /// an error, which stops the HTTP server too).
-pub async fn run(config: Config, start: Start, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    start: Start,
+    shutdown: CancellationToken,
+) -> Result<(), kit::ServiceError> {
     info!(config = %config.summary(), ?start, "starting");
     if config.feeds.is_empty() {
         tracing::warn!("no feeds configured ([[feeds]] in the --config file): nothing is indexed");
@@ -47,19 +50,22 @@ pub async fn run(config: Config, start: Start, shutdown: CancellationToken) -> a
     let kit_metrics = kit::metrics::Metrics::register(&mut registry, index::Index::POISON_REASONS);
     let names: Vec<String> = config.feeds.iter().map(|f| f.name.clone()).collect();
     let metrics = metrics::Metrics::register(&mut registry, &names);
-    let mut handler = index::Index::new(&config.feeds, metrics.clone())?;
+    let mut handler = index::Index::new(&config.feeds, metrics.clone())
+        .map_err(|e| kit::ServiceError::Prepare(e.into()))?;
 
     // The tables and the feeds' ids before anything is served (kit runs init again).
     let state = config.state.clone();
-    let handler = tokio::task::spawn_blocking(move || -> anyhow::Result<index::Index> {
-        let mut conn = kit::state::open(&state)?;
-        let tx = conn.transaction()?;
-        handler.init(&tx)?;
-        tx.commit()?;
-        Ok::<_, anyhow::Error>(handler)
-    })
-    .await
-    .context("opening the index")??;
+    let handler =
+        tokio::task::spawn_blocking(move || -> Result<index::Index, kit::handler::BoxError> {
+            let mut conn = kit::state::open(&state)?;
+            let tx = conn.transaction()?;
+            handler.init(&tx)?;
+            tx.commit()?;
+            Ok(handler)
+        })
+        .await
+        .map_err(|e| kit::ServiceError::Prepare(e.into()))?
+        .map_err(kit::ServiceError::Prepare)?;
     let feeds = config
         .feeds
         .iter()
@@ -73,10 +79,8 @@ pub async fn run(config: Config, start: Start, shutdown: CancellationToken) -> a
     info!(server = %client.server_info().version, "connected to NATS");
     let js = async_nats::jetstream::new(client.clone());
 
-    let listener = tokio::net::TcpListener::bind(&config.http.listen)
-        .await
-        .with_context(|| format!("http.listen {}", config.http.listen))?;
-    info!(addr = %listener.local_addr()?, did = %config.service_did(), "serving /xrpc/app.bsky.feed.getFeedSkeleton, describeFeedGenerator, /.well-known/did.json, /status, /metrics");
+    let (listener, addr) = kit::listen(&config.http.listen).await?;
+    info!(%addr, did = %config.service_did(), "serving /xrpc/app.bsky.feed.getFeedSkeleton, describeFeedGenerator, /.well-known/did.json, /status, /metrics");
     let (progress, progress_rx) = watch::channel(Progress::default());
     let app = Arc::new(web::AppState {
         readers: query::Readers::new(config.state.path.clone(), config.http.readers),

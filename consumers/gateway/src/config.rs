@@ -206,14 +206,7 @@ fn listed_defaults() -> Config {
 /// What `--help` says after the flags: the sources, then every key of [`Config`], read
 /// from its defaults ([`service::help::keys`]), so the list cannot drift from the type.
 pub fn after_help() -> String {
-    let keys = service::help::keys(&listed_defaults(), HINTS)
-        .unwrap_or_else(|e| format!("  (the settings cannot be listed: {e})\n"));
-    format!(
-        "Every setting can also come from a TOML file (--config) or the environment \
-(prefix {ENV_PREFIX}, nesting with __, e.g. {ENV_PREFIX}NATS__URL). Precedence: defaults < file < \
-environment < flags. Settings (file keys):\n{keys}\
-Durations are written like \"500ms\", \"5s\", \"2m\", \"72h\"."
-    )
+    service::help::settings(ENV_PREFIX, &listed_defaults(), HINTS, "")
 }
 
 impl Config {

@@ -40,7 +40,6 @@ pub mod pump;
 pub mod session;
 pub mod zstd;
 
-use anyhow::Context as _;
 use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -65,11 +64,46 @@ struct App {
     deflate: bool,
 }
 
+/// Why the gateway stopped. Each one means: stop, and tell the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// `http.listen` cannot be bound (in use, not permitted).
+    #[error("cannot listen on {addr}")]
+    Listen {
+        /// `http.listen`.
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The NATS settings cannot be used, or the server is unsuitable.
+    #[error(transparent)]
+    Connect(#[from] service::nats::ConnectError),
+    /// The gateway's own mirror cannot be made or has another origin.
+    #[error(transparent)]
+    Mirror(#[from] mirror::MirrorError),
+    /// The stream is missing: ingest has not created it yet, or the account cannot see it.
+    #[error("stream {stream} not found on {url} (start ingest first)")]
+    NoStream {
+        /// `stream.name`.
+        stream: String,
+        /// The server, credentials removed.
+        url: String,
+        #[source]
+        source: async_nats::jetstream::context::GetStreamError,
+    },
+    /// The HTTP server failed.
+    #[error("HTTP server")]
+    Serve(#[source] std::io::Error),
+}
+
 /// Binds `http.listen` and serves until `shutdown` fires.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
     let listener = tokio::net::TcpListener::bind(&config.http.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+        .map_err(|source| RunError::Listen {
+            addr: config.http.listen.clone(),
+            source,
+        })?;
     serve(listener, config, shutdown).await
 }
 
@@ -79,7 +113,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     config: Config,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> Result<(), RunError> {
     info!(config = %config.summary(), "starting");
     let Some(nats) = service::nats::connect_until(&config.nats, &shutdown).await? else {
         return Ok(());
@@ -88,13 +122,14 @@ pub async fn serve(
     if let Some(m) = &config.stream.mirror {
         mirror::ensure(&js, &config.stream.name, m).await?;
     }
-    let stream = js.get_stream(&config.stream.name).await.with_context(|| {
-        format!(
-            "stream {} not found on {} (start ingest first)",
-            config.stream.name,
-            config.nats.redacted_url()
-        )
-    })?;
+    let stream = js
+        .get_stream(&config.stream.name)
+        .await
+        .map_err(|source| RunError::NoStream {
+            stream: config.stream.name.clone(),
+            url: config.nats.redacted_url(),
+            source,
+        })?;
     let metrics = metrics::Metrics::default();
     let registry = metrics.registry();
     let metrics_rejected = metrics.rejected.clone();
@@ -119,12 +154,13 @@ pub async fn serve(
         .route("/healthz", axum::routing::get(healthz))
         .with_state(app)
         .merge(service::telemetry::metrics_router(registry));
-    info!(addr = %listener.local_addr()?, "serving /subscribe, /healthz, /metrics");
+    let addr = listener.local_addr().map_err(RunError::Serve)?;
+    info!(%addr, "serving /subscribe, /healthz, /metrics");
     let listener = listen::Listener::new(listener, metrics_rejected);
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
-        .context("HTTP server")?;
+        .map_err(RunError::Serve)?;
     tracker.close();
     if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
         .await

@@ -239,7 +239,7 @@ impl Consumer {
         }
         for s in &self.subjects {
             if let Err(e) = contract::subject::Filter::parse(s) {
-                return Err(ConfigError::key("consumer.subjects", e.to_string()));
+                return Err(ConfigError::caused("consumer.subjects", s, e));
             }
         }
         if self.batch == 0 {

@@ -58,7 +58,7 @@ pub use config::Start;
 pub use handler::{HandleError, Handler, Msg, Rebuild};
 pub use run::{run, Options, RunError};
 pub use rusqlite;
-pub use serve::{run_serving, Serving};
+pub use serve::{listen, run_serving, ServiceError, Serving};
 pub use status::Progress;
 
 /// A standalone consumer could not start or stopped on an error.

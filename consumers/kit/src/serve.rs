@@ -19,6 +19,46 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+/// Why a kit service (charts, feedgen) stopped: while starting, or [`run_serving`]'s first
+/// failure. Each one means: stop, and tell the operator (a restart resumes from the
+/// committed position).
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// A setting cannot be used.
+    #[error(transparent)]
+    Config(#[from] service::config::ConfigError),
+    /// The NATS settings cannot be used, or the server is unsuitable.
+    #[error(transparent)]
+    Connect(#[from] service::nats::ConnectError),
+    /// `http.listen` cannot be bound (in use, not permitted).
+    #[error("http.listen: cannot listen on {addr}")]
+    Listen {
+        /// `http.listen`.
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The handler cannot be made ready: its database, its tables, its settings.
+    #[error("preparing the handler")]
+    Prepare(#[source] crate::handler::BoxError),
+    /// The loop or the HTTP server stopped.
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+/// Binds a service's `http.listen`; also returns the address it got (the port, for `:0`).
+pub async fn listen(
+    addr: &str,
+) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), ServiceError> {
+    let failed = |source| ServiceError::Listen {
+        addr: addr.to_string(),
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(failed)?;
+    let local = listener.local_addr().map_err(failed)?;
+    Ok((listener, local))
+}
+
 /// How long the HTTP server's open requests may take once the loop has stopped.
 const HTTP_GRACE: Duration = Duration::from_secs(5);
 

@@ -13,24 +13,62 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::path::Path;
 
-/// A configuration that cannot be used; the message names the key. Binaries print it and
-/// exit with status 2.
+/// A configuration that cannot be used. Binaries print it (with its cause) and exit with
+/// status 2: the operator must fix the named key.
 #[derive(Debug, thiserror::Error)]
-#[error("configuration: {0}")]
-pub struct ConfigError(pub String);
+pub enum ConfigError {
+    /// One setting: `key` names it, `why` says what is wrong or expected, `source` is what
+    /// failed when it was used (a file that cannot be read, a pattern that does not parse).
+    #[error("configuration: {key}: {why}")]
+    Key {
+        /// The dotted key, e.g. `store.credentials_file`, or a flag (`--config`).
+        key: String,
+        /// What is wrong with its value.
+        why: String,
+        /// What failed, when something did.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// The sources do not fit the types (an unknown key, a wrong type): figment's messages,
+    /// each naming its key, with passwords removed. Kept as text because figment's error
+    /// carries the values, and a value may be a secret.
+    #[error("configuration: {0}")]
+    Sources(String),
+}
 
 impl ConfigError {
     /// `key: why`.
     pub fn key(key: &str, why: impl std::fmt::Display) -> Self {
-        ConfigError(format!("{key}: {why}"))
+        ConfigError::Key {
+            key: key.to_string(),
+            why: why.to_string(),
+            source: None,
+        }
+    }
+
+    /// `key: why: source`.
+    pub fn caused(
+        key: &str,
+        why: impl std::fmt::Display,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        ConfigError::Key {
+            key: key.to_string(),
+            why: why.to_string(),
+            source: Some(Box::new(source)),
+        }
     }
 }
 
 impl From<crate::nats::ConnectError> for ConfigError {
     fn from(e: crate::nats::ConnectError) -> Self {
         match e {
-            crate::nats::ConnectError::Config { key, why } => ConfigError::key(key, why),
-            other => ConfigError(other.to_string()),
+            crate::nats::ConnectError::Config { key, why, source } => ConfigError::Key {
+                key: key.to_string(),
+                why,
+                source: source.map(|s| Box::new(s) as _),
+            },
+            other => ConfigError::caused("nats", "cannot be used", other),
         }
     }
 }
@@ -72,7 +110,7 @@ pub fn load<T: Serialize + DeserializeOwned>(
         fig = fig.merge(Serialized::default(key, value));
     }
     fig.extract().map_err(|e| {
-        ConfigError(
+        ConfigError::Sources(
             e.into_iter()
                 .map(|e| crate::nats::redact(&e.to_string()))
                 .collect::<Vec<_>>()
@@ -98,21 +136,11 @@ pub mod duration {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
-    /// Parses "500ms", "1.5s", "2m", "72h", "1d".
+    /// Parses "500ms", "1.5s", "2m", "72h", "1d", "1h 30m" (humantime's syntax: numbers,
+    /// each with a unit); `None` for anything else, including a value too large for a
+    /// `Duration`.
     pub fn parse(s: &str) -> Option<Duration> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit() && c != '.')?;
-        let (num, unit) = s.split_at(split);
-        let n: f64 = num.parse().ok()?;
-        let secs = match unit {
-            "ms" => n / 1000.0,
-            "s" => n,
-            "m" => n * 60.0,
-            "h" => n * 3600.0,
-            "d" => n * 86400.0,
-            _ => return None,
-        };
-        (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+        humantime::parse_duration(s.trim()).ok()
     }
 
     /// Writes a duration as milliseconds ("1500ms").
@@ -120,7 +148,7 @@ pub mod duration {
         s.serialize_str(&format!("{}ms", d.as_millis()))
     }
 
-    /// Reads a duration string or a whole number of seconds.
+    /// Reads a duration string, or a whole number of seconds (a TOML or environment integer).
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         #[derive(Deserialize)]
         #[serde(untagged)]
@@ -132,7 +160,7 @@ pub mod duration {
             Raw::Secs(n) => Ok(Duration::from_secs(n)),
             Raw::Text(t) => parse(&t).ok_or_else(|| {
                 serde::de::Error::custom(format!(
-                    "invalid duration {t:?} (write e.g. \"500ms\", \"5s\", \"2m\", \"72h\")"
+                    "invalid duration {t:?} (write numbers with units, e.g. \"500ms\", \"5s\", \"2m\", \"1h 30m\")"
                 ))
             }),
         }
@@ -169,8 +197,15 @@ mod tests {
     fn durations() {
         assert_eq!(duration::parse("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(duration::parse("72h"), Some(Duration::from_secs(259200)));
+        assert_eq!(
+            duration::parse("1s 500ms"),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(duration::parse(" 2m "), Some(Duration::from_secs(120)));
         assert_eq!(duration::parse("1.5s"), Some(Duration::from_millis(1500)));
         assert_eq!(duration::parse("5"), None);
-        assert_eq!(duration::parse("5y"), None);
+        assert_eq!(duration::parse("5 fortnights"), None);
+        // Once a panic in Duration::from_secs_f64: now refused.
+        assert_eq!(duration::parse("99999999999999999999999d"), None);
     }
 }

@@ -13,6 +13,25 @@ use serde::Serialize;
 /// Width the key lists wrap at.
 const WIDTH: usize = 92;
 
+/// A binary's `--help` epilogue: where settings come from (`env_prefix`, e.g.
+/// `BSKY_INGEST_`), every key of `defaults` ([`keys`], with `hints`), how durations are
+/// written, then `notes` (the binary's own, may be empty).
+pub fn settings<T: Serialize>(
+    env_prefix: &str,
+    defaults: &T,
+    hints: &[(&str, &str)],
+    notes: &str,
+) -> String {
+    let keys = keys(defaults, hints)
+        .unwrap_or_else(|e| format!("  (the settings cannot be listed: {e})\n"));
+    format!(
+        "Every setting can also come from a TOML file (--config) or the environment \
+(prefix {env_prefix}, nesting with __, e.g. {env_prefix}NATS__URL). Precedence: defaults < file < \
+environment < flags. Settings (file keys):\n{keys}\
+Durations are written like \"500ms\", \"5s\", \"2m\", \"72h\".\n{notes}"
+    )
+}
+
 /// The settings' keys of `defaults`, table by table. `hints` adds a note after a key,
 /// e.g. `("stream.compression", "s2|none")`. An array of tables is listed as `[[name]]`
 /// with its first element's keys (give a default with one element).

@@ -105,6 +105,9 @@ pub enum ConnectError {
         key: &'static str,
         /// What is wrong with it.
         why: String,
+        /// The file that could not be read.
+        #[source]
+        source: Option<std::io::Error>,
     },
     /// No server answered, or it refused the credentials. URLs are redacted.
     #[error("cannot connect to NATS at {url}: {reason}")]
@@ -209,13 +212,15 @@ pub fn redact(text: &str) -> String {
 fn read_secret(key: &'static str, path: &std::path::Path) -> Result<String, ConnectError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConnectError::Config {
         key,
-        why: format!("cannot read {}: {e}", path.display()),
+        why: format!("cannot read {}", path.display()),
+        source: Some(e),
     })?;
     let secret = text.trim().to_string();
     if secret.is_empty() {
         return Err(ConnectError::Config {
             key,
             why: format!("{} is empty", path.display()),
+            source: None,
         });
     }
     Ok(secret)
@@ -229,6 +234,7 @@ impl Settings {
             Err(ConnectError::Config {
                 key,
                 why: why.to_string(),
+                source: None,
             })
         };
         if self.url.trim().is_empty() {
@@ -434,7 +440,8 @@ async fn attempt(settings: &Settings) -> Result<async_nats::Client, Attempt> {
             .await
             .map_err(|e| ConnectError::Config {
                 key: "nats.creds_file",
-                why: format!("cannot read {}: {e}", path.display()),
+                why: format!("cannot read {}", path.display()),
+                source: Some(e),
             })?;
     }
     if let Some(ca) = &settings.tls_ca {

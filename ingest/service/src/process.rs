@@ -1,10 +1,10 @@
 //! The life of every binary's process, once: a configuration error exits 2, logging is set
 //! up, the runtime runs `run(shutdown)` with the signal handlers of [`crate::shutdown`], and
-//! an error from `run` is logged and exits 1, so supervisors (`Restart=on-failure`,
+//! an error from `run` is logged with its causes and exits 1, so supervisors (`Restart=on-failure`,
 //! orchestrators) see it.
 
 use crate::config::ConfigError;
-use crate::telemetry::{init_logging, LogFormat};
+use crate::telemetry::{init_logging, Chain, LogFormat};
 use std::future::Future;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
@@ -19,7 +19,7 @@ pub enum Runtime {
 }
 
 /// `main` of a binary named `name`, whose configuration `loaded` came from its flags.
-pub fn main<C, F, Fut>(
+pub fn main<C, E, F, Fut>(
     name: &str,
     loaded: Result<C, ConfigError>,
     log_format: impl FnOnce(&C) -> LogFormat,
@@ -28,12 +28,13 @@ pub fn main<C, F, Fut>(
 ) -> ExitCode
 where
     F: FnOnce(C, CancellationToken) -> Fut,
-    Fut: Future<Output = anyhow::Result<()>>,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::error::Error + 'static,
 {
     let config = match loaded {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{name}: {e}");
+            eprintln!("{name}: {}", Chain(&e));
             return ExitCode::from(2);
         }
     };
@@ -55,7 +56,7 @@ where
         match run(config, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                tracing::error!("stopping: {e:#}");
+                tracing::error!("stopping: {}", Chain(&e));
                 ExitCode::FAILURE
             }
         }

@@ -31,7 +31,7 @@ pub struct InProcess {
     pub addr: SocketAddr,
     pub db: PathBuf,
     shutdown: CancellationToken,
-    task: JoinHandle<anyhow::Result<()>>,
+    task: JoinHandle<Result<(), kit::ServiceError>>,
 }
 
 impl InProcess {

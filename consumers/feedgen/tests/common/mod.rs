@@ -41,7 +41,7 @@ pub struct InProcess {
     pub db: PathBuf,
     pub config: Config,
     shutdown: CancellationToken,
-    task: JoinHandle<anyhow::Result<()>>,
+    task: JoinHandle<Result<(), kit::ServiceError>>,
 }
 
 impl InProcess {

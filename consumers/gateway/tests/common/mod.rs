@@ -21,7 +21,7 @@ pub const SETTLE: Duration = Duration::from_millis(1500);
 pub struct Gateway {
     pub addr: SocketAddr,
     shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    task: tokio::task::JoinHandle<Result<(), gateway::RunError>>,
 }
 
 /// A test configuration: this NATS server, quiet, a short stuck timeout.
