@@ -159,7 +159,7 @@ async fn a_late_archiver_records_the_gap_and_goes_on() -> anyhow::Result<()> {
     }
     anyhow::ensure!(next == n + 1);
 
-    let (code, body) = kit::testing::http_get(metrics, "/metrics").await?;
+    let (code, body) = testkit::http::get(metrics, "/metrics").await?;
     anyhow::ensure!(code == 200);
     let line = format!("bsky_archive_gap_messages_total {}", first - 1);
     anyhow::ensure!(body.contains(&line), "no `{line}` in:\n{body}");

@@ -219,7 +219,7 @@ pub async fn page(days: u64, per_hour: u64, requests: usize) -> anyhow::Result<(
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let start = std::time::Instant::now();
     loop {
-        if let Ok((200, body)) = kit::testing::http_get(addr, "/api/status").await {
+        if let Ok((200, body)) = testkit::http::get(addr, "/api/status").await {
             let v: serde_json::Value = serde_json::from_str(&body)?;
             let p = &v["progress"];
             if p["known"] == true && p["pending"] == 0 && p["stream_last_seq"].as_u64() >= Some(n) {
@@ -237,7 +237,7 @@ pub async fn page(days: u64, per_hour: u64, requests: usize) -> anyhow::Result<(
         let mut ms = Vec::with_capacity(requests);
         for i in 0..requests + 3 {
             let t = std::time::Instant::now();
-            let (code, body) = kit::testing::http_get(addr, path).await?;
+            let (code, body) = testkit::http::get(addr, path).await?;
             anyhow::ensure!(code == 200, "{path}: {code} {body}");
             if i >= 3 {
                 ms.push(t.elapsed().as_secs_f64() * 1000.0);

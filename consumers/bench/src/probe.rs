@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
 /// What the requests met.
@@ -37,18 +36,7 @@ pub struct Probe {
     task: JoinHandle<Latencies>,
 }
 
-/// `GET path` on `addr` (`Connection: close`): the status code and the body.
-pub async fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await?;
-    let text = String::from_utf8_lossy(&buf);
-    let code = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|b| b.1.to_string());
-    Ok((code, body.unwrap_or_default()))
-}
+pub use testkit::http::get;
 
 impl Probe {
     /// Starts asking `addr` for `next(previous answer's body)`, one request every

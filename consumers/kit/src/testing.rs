@@ -95,17 +95,3 @@ pub fn commit_json(
         r#"{{"did":"{did}","time_us":{time_us},"kind":"commit","commit":{{"rev":"3mptbypluud2a","operation":"{operation}","collection":"{collection}","rkey":"{rkey}"{record}}}}}"#
     )
 }
-
-/// `GET path` on `addr` (`Connection: close`): the status code and the body.
-pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await?;
-    let text = String::from_utf8_lossy(&buf);
-    let code = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|b| b.1.to_string());
-    Ok((code, body.unwrap_or_default()))
-}

@@ -39,6 +39,7 @@
 //! ```
 
 pub mod deploy;
+pub mod http;
 pub mod process;
 
 use std::fs::{self, File, OpenOptions};

@@ -173,7 +173,8 @@ impl Ingest {
 
     /// The value of one metric line, e.g. `bsky_ingest_skipped_total{reason="bad_path"}`.
     pub async fn metric(&self, series: &str) -> Option<f64> {
-        let body = http_get(self.metrics_port, "/metrics").await?;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.metrics_port));
+        let (_, body) = testkit::http::get(addr, "/metrics").await.ok()?;
         body.lines()
             .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
             .and_then(|l| l[series.len()..].trim().parse().ok())
@@ -193,19 +194,6 @@ impl Ingest {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-}
-
-async fn http_get(port: u16, path: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.ok()?;
-    Some(buf)
 }
 
 pub async fn jetstream(url: &str) -> jetstream::Context {

@@ -181,7 +181,7 @@ impl Archiver {
 
 /// The archiver's `bsky_archive_store_failures_total`, summed over operations.
 pub async fn store_failures(metrics: std::net::SocketAddr) -> anyhow::Result<f64> {
-    let (code, body) = kit::testing::http_get(metrics, "/metrics").await?;
+    let (code, body) = testkit::http::get(metrics, "/metrics").await?;
     ensure!(code == 200, "GET /metrics: {code}");
     Ok(body
         .lines()

@@ -54,7 +54,7 @@ pub async fn until<F: Future<Output = bool>>(
 /// `GET path` on a loopback port: (status, body); status 0 when nothing answers.
 pub async fn get(port: u16, path: &str) -> (u16, String) {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    kit::testing::http_get(addr, path)
+    testkit::http::get(addr, path)
         .await
         .unwrap_or((0, String::new()))
 }

@@ -54,7 +54,7 @@ impl InProcess {
     }
 }
 
-pub use kit::testing::http_get as get;
+pub use testkit::http::get;
 
 /// Waits until charts at `addr` reports nothing pending with the stream at `last_seq`.
 pub async fn wait_caught_up(

@@ -104,7 +104,7 @@ pub fn posts(body: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-pub use kit::testing::http_get as get;
+pub use testkit::http::get;
 
 /// The stream sequence of the last post op in the stream (0: none).
 pub async fn last_post_seq(nats_url: &str) -> u64 {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 /// How long any wait in these tests may take before it fails.
@@ -79,22 +79,11 @@ pub async fn metric(addr: SocketAddr, sample: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// A plain HTTP/1.0 GET: (status, body); status 0 when nothing answers.
+/// `GET path`: (status, body); status 0 when nothing answers.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
-        return (0, String::new());
-    };
-    let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).await.unwrap();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
-    (status, body.to_string())
+    testkit::http::get(addr, path)
+        .await
+        .unwrap_or((0, String::new()))
 }
 
 /// Every message of stream `BSKY`, in order: (sequence, payload as JSON as the gateway
