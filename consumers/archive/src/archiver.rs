@@ -3,7 +3,7 @@
 //! ```text
 //! start: manifest ──▶ position (last sequence covered) ──▶ remove segments no entry names
 //!        durable consumer recreated at position + 1 (the manifest is the truth)
-//! loop:  pull ──▶ append to the open segment (zstd, in memory)
+//! loop:  continuous pull ──▶ append to the open segment (zstd, in memory)
 //!          │        a sequence skipped by the stream: seal, write a gap entry, go on
 //!          ▼
 //!        full (bytes, messages) or old (max_age) or shutdown:
@@ -29,9 +29,11 @@ use crate::config::Config;
 use crate::format::{self, Entry, GapEntry, Record, SegmentEntry};
 use crate::metrics::{Metrics, StoreOp};
 use crate::reader::{hex, Archive, ArchiveError};
+use async_nats::jetstream::consumer::pull::MessagesErrorKind;
 use async_nats::jetstream::{self, stream::Stream};
 use futures_util::StreamExt;
 use object_store::path::Path;
+use service::telemetry::Chain;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::future::Future;
@@ -39,8 +41,9 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// How long one pull request waits for messages.
-const PULL_EXPIRES: Duration = Duration::from_secs(1);
+/// Idle heartbeat asked of the server for the pull stream: a lost server or consumer is
+/// noticed within two of them.
+const HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// Why the archiver stopped. Each one means: stop, and tell the operator (a restart
 /// resumes from the manifest).
@@ -280,74 +283,96 @@ impl Archiver {
         }
     }
 
+    /// Reads through a continuous pull (the client keeps requests open and refills them, so
+    /// deliveries go on while a segment is being stored) until `shutdown`.
     async fn run(
         mut self,
         stream: Stream,
         mut consumer: jetstream::consumer::PullConsumer,
     ) -> Result<(), RunError> {
-        let mut last_status = Instant::now() - self.config.consumer.status_interval;
+        let mut status = tokio::time::interval(self.config.consumer.status_interval);
+        status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            if self.shutdown.is_cancelled() {
-                self.seal().await?;
-                tracing::info!(position = self.position, "stopped");
-                return Ok(());
-            }
-            if self
-                .open
-                .as_ref()
-                .is_some_and(|o| o.opened.elapsed() >= self.config.segment.max_age)
-                && !self.seal().await?
-            {
-                continue;
-            }
-            if last_status.elapsed() >= self.config.consumer.status_interval {
-                last_status = Instant::now();
-                if let Ok(info) = stream.get_info().await {
-                    let lag = info.state.last_sequence.saturating_sub(self.position);
-                    self.metrics.lag.set(i64::try_from(lag).unwrap_or(i64::MAX));
-                }
-            }
-            let batch = consumer
-                .batch()
-                .max_messages(self.config.consumer.batch)
-                .expires(PULL_EXPIRES)
+            let opened = consumer
+                .stream()
+                .max_messages_per_batch(self.config.consumer.batch)
+                .heartbeat(HEARTBEAT)
                 .messages()
                 .await;
-            let mut batch = match batch {
-                Ok(b) => b,
+            let mut messages = match opened {
+                Ok(m) => m,
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot pull; retrying");
+                    tracing::warn!(error = %Chain(&e), "cannot open the pull stream; retrying");
                     tokio::select! {
-                        _ = self.shutdown.cancelled() => {}
-                        _ = tokio::time::sleep(self.config.consumer.retry_min) => {}
+                        _ = self.shutdown.cancelled() => return self.stop().await,
+                        _ = tokio::time::sleep(self.config.consumer.retry_min) => continue,
                     }
-                    continue;
                 }
             };
             loop {
-                let m = tokio::select! {
-                    _ = self.shutdown.cancelled() => break,
-                    m = batch.next() => m,
-                };
-                let m = match m {
-                    None => break,
-                    Some(Ok(m)) => m,
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, "pull request ended");
-                        break;
+                let max_age = self.open.as_ref().map(|o| {
+                    tokio::time::Instant::from_std(o.opened + self.config.segment.max_age)
+                });
+                let old = async {
+                    match max_age {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
                     }
                 };
+                let m = tokio::select! {
+                    biased;
+                    _ = self.shutdown.cancelled() => return self.stop().await,
+                    _ = old => {
+                        // `false`: shutdown came while the store was away; the next turn stops.
+                        self.seal().await?;
+                        continue;
+                    }
+                    _ = status.tick() => {
+                        if let Ok(info) = stream.get_info().await {
+                            let lag = info.state.last_sequence.saturating_sub(self.position);
+                            self.metrics.lag.set(i64::try_from(lag).unwrap_or(i64::MAX));
+                        }
+                        continue;
+                    }
+                    m = messages.next() => m,
+                };
+                let m = match m {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) if e.kind() == MessagesErrorKind::ConsumerDeleted => {
+                        drop(messages);
+                        self.rewind();
+                        match self.open_consumer(&stream).await? {
+                            Some(c) => consumer = c,
+                            None => return self.stop().await,
+                        }
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        // A missed heartbeat (the server restarted, the connection dropped):
+                        // a new pull stream on the same consumer goes on where this one was.
+                        tracing::warn!(error = %Chain(&e), "pull stream failed; opening a new one");
+                        break;
+                    }
+                    None => break,
+                };
                 if !self.take(m).await? {
-                    drop(batch);
+                    drop(messages);
                     self.rewind();
                     match self.open_consumer(&stream).await? {
                         Some(c) => consumer = c,
-                        None => return Ok(()),
+                        None => return self.stop().await,
                     }
                     break;
                 }
             }
         }
+    }
+
+    /// Seals what is held and stops.
+    async fn stop(&mut self) -> Result<(), RunError> {
+        self.seal().await?;
+        tracing::info!(position = self.position, "stopped");
+        Ok(())
     }
 
     /// Drops the open segment; the caller recreates the consumer at the position.
