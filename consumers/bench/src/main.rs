@@ -124,13 +124,14 @@ enum What {
         #[arg(long, value_delimiter = ',', default_value = "plain")]
         encodings: Vec<gateway::Encoding>,
     },
-    /// Latency from publish to a core NATS subscriber, a JetStream pull consumer and a
-    /// gateway client (real binary), at paced rates, all reading live at once.
+    /// Latency from the staging relay sending a frame, through the ingestor, to a core NATS
+    /// subscriber, a JetStream pull consumer and a gateway client (real binary), at paced
+    /// rates, all reading live at once.
     GatewayLatency {
-        /// Events per second, comma-separated: one run each.
+        /// Record ops per second, comma-separated: one run each.
         #[arg(long, value_delimiter = ',', default_value = "500,2000,10000")]
         rates: Vec<u64>,
-        /// Seconds of events per rate.
+        /// Seconds of paced replay per rate.
         #[arg(long, default_value_t = 10)]
         secs: u64,
     },

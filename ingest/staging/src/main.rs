@@ -311,6 +311,7 @@ async fn replay_cmd(args: ReplayArgs) -> Result<()> {
             }),
             future_cursor_on: args.future_cursor_on,
         },
+        on_sent: None,
     };
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await

@@ -368,3 +368,33 @@ async fn invalid_options_are_refused() {
         .await
         .is_err());
 }
+
+#[tokio::test]
+async fn on_sent_reports_every_frame_sent_once_in_order() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let opts = ReplayOptions {
+        looping: true,
+        on_sent: Some(replay::OnSent::new(move |seq| {
+            log.lock().unwrap().push(seq);
+        })),
+        ..ReplayOptions::default()
+    };
+    let relay = replay::spawn(common::corpus(), opts).await.unwrap();
+    let mut ws = connect(&relay.url()).await;
+    let read: Vec<u64> = take(&mut ws, 400)
+        .await
+        .iter()
+        .map(|f| common::seq_of(f).unwrap())
+        .collect();
+    drop(ws);
+    let report = relay.shutdown().await.unwrap();
+    let seen = seen.lock().unwrap();
+    // Reported as counted: after each flush, at most 63 frames behind what was written.
+    assert_eq!(seen.len() as u64, report.frames_sent);
+    assert!(seen.len() > 400 - 64, "{} reported", seen.len());
+    // Looped frames with their renumbered seq, as the client read them.
+    let n = seen.len().min(read.len());
+    assert_eq!(seen[..n], read[..n]);
+    assert!(seen.windows(2).all(|w| w[0] + 1 == w[1]));
+}

@@ -63,8 +63,9 @@ impl Shared {
         }
     }
 
-    /// The frame at `pos` (advancing it), or `None` at the end of a non-looping capture.
-    fn next_frame(&self, pos: &mut Pos) -> Option<(Bytes, Option<i64>)> {
+    /// The frame at `pos` (advancing it) with its event time and `seq`, or `None` at the
+    /// end of a non-looping capture.
+    fn next_frame(&self, pos: &mut Pos) -> Option<(Bytes, Option<i64>, Option<u64>)> {
         let frames = self.capture.frames();
         loop {
             if pos.index >= frames.len() {
@@ -81,20 +82,41 @@ impl Shared {
                 .time_micros
                 .map(|t| t.saturating_add(self.time_span.saturating_mul(pos.pass as i64)));
             if pos.pass == 0 {
-                return Some((f.bytes.clone(), time));
+                return Some((f.bytes.clone(), time, f.meta.seq));
             }
             let Some(seq) = f.meta.seq else {
-                return Some((f.bytes.clone(), time));
+                return Some((f.bytes.clone(), time, None));
             };
             let new_seq = self.seq_span.checked_mul(pos.pass)?.checked_add(seq)?;
             match frame::rewrite_seq(&f.bytes, new_seq) {
-                Ok(bytes) => return Some((Bytes::from(bytes), time)),
+                Ok(bytes) => return Some((Bytes::from(bytes), time, Some(new_seq))),
                 Err(error) => {
                     tracing::warn!(index = pos.index - 1, %error, "cannot renumber frame; skipped");
                 }
             }
         }
     }
+
+    /// Counts the pending frames as sent (in [`ServeReport::frames_sent`]; the callers flush
+    /// them first) and reports their `seq`s to [`ReplayOptions::on_sent`].
+    fn flushed(&self, pending: &mut Pending) {
+        self.frames_sent
+            .fetch_add(pending.frames as u64, Ordering::Relaxed);
+        if let Some(on_sent) = &self.opts.on_sent {
+            for seq in pending.seqs.drain(..) {
+                (on_sent.0)(seq);
+            }
+        }
+        pending.frames = 0;
+    }
+}
+
+/// Frames fed to the socket and not yet flushed; their `seq`s only when someone listens
+/// ([`ReplayOptions::on_sent`]), so the vector never allocates otherwise.
+#[derive(Default)]
+struct Pending {
+    frames: usize,
+    seqs: Vec<u64>,
 }
 
 /// Paces frames by event time.
@@ -308,21 +330,17 @@ async fn send_frames(
         base: None,
     };
     let mut sent = 0u64;
-    let mut pending = 0usize;
+    let mut pending = Pending::default();
     loop {
         if drop_after == Some(sent) {
-            if pending > 0 {
+            if pending.frames > 0 {
                 flush(sink, stop).await;
-                shared
-                    .frames_sent
-                    .fetch_add(pending as u64, Ordering::Relaxed);
+                shared.flushed(&mut pending);
             }
             return End::Abrupt;
         }
         if too_slow == Some(sent) {
-            shared
-                .frames_sent
-                .fetch_add(pending as u64, Ordering::Relaxed);
+            shared.flushed(&mut pending);
             return send_error(
                 sink,
                 "ConsumerTooSlow",
@@ -331,26 +349,21 @@ async fn send_frames(
             )
             .await;
         }
-        let Some((bytes, time)) = shared.next_frame(&mut pos) else {
+        let Some((bytes, time, seq)) = shared.next_frame(&mut pos) else {
             // Caught up with the capture: stay connected, like a quiet live relay.
-            let flushed = pending == 0 || flush(sink, stop).await;
-            shared
-                .frames_sent
-                .fetch_add(pending as u64, Ordering::Relaxed);
+            let flushed = pending.frames == 0 || flush(sink, stop).await;
+            shared.flushed(&mut pending);
             if flushed {
                 stop.cancelled().await;
             }
             return End::Close(None);
         };
         if let Some(deadline) = pacer.deadline(time) {
-            if pending > 0 {
+            if pending.frames > 0 {
                 if !flush(sink, stop).await {
                     return End::Close(None);
                 }
-                shared
-                    .frames_sent
-                    .fetch_add(pending as u64, Ordering::Relaxed);
-                pending = 0;
+                shared.flushed(&mut pending);
             }
             tokio::select! {
                 () = stop.cancelled() => return End::Close(None),
@@ -361,15 +374,15 @@ async fn send_frames(
             return End::Close(None);
         }
         sent += 1;
-        pending += 1;
-        if pending >= FLUSH_EVERY {
+        pending.frames += 1;
+        if shared.opts.on_sent.is_some() {
+            pending.seqs.extend(seq);
+        }
+        if pending.frames >= FLUSH_EVERY {
             if !flush(sink, stop).await {
                 return End::Close(None);
             }
-            shared
-                .frames_sent
-                .fetch_add(pending as u64, Ordering::Relaxed);
-            pending = 0;
+            shared.flushed(&mut pending);
         }
     }
 }

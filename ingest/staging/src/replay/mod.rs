@@ -99,6 +99,40 @@ pub struct ReplayOptions {
     pub looping: bool,
     /// Faults to inject.
     pub faults: Faults,
+    /// Told the relay `seq` of each frame as it is written to a client's socket.
+    pub on_sent: Option<OnSent>,
+}
+
+/// An observer of the frames a relay sends, for benchmarks that time an event from the
+/// moment the relay sends it: called with the frame's relay `seq` (after looping's
+/// renumbering) right after the flush that writes it to the socket, where the relay counts
+/// it in [`ServeReport::frames_sent`]; on every connection, from the connection's task.
+/// Frames without a `seq`, and error or info frames, are not reported. Left `None` (the
+/// default), the relay does no extra work.
+///
+/// The callback runs on the relay's send path: it should only record (push onto a
+/// `Mutex<Vec<_>>`, send on a channel), never block.
+#[derive(Clone)]
+pub struct OnSent(pub Arc<dyn Fn(u64) + Send + Sync>);
+
+impl OnSent {
+    /// Wraps `f`.
+    pub fn new(f: impl Fn(u64) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for OnSent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnSent(..)")
+    }
+}
+
+/// The same observer (the same `Arc`), not the same behaviour.
+impl PartialEq for OnSent {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// What a relay did, returned when it stops.
