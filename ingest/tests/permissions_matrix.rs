@@ -439,9 +439,11 @@ async fn perform(
         "create the operator's replay" => {
             (row.subject.clone(), None, consumer_body("replay", "bsky.>"))
         }
-        "create or redefine the archiver's durable" => {
-            (row.subject.clone(), None, consumer_body("archive", "bsky.>"))
-        }
+        "create or redefine the archiver's durable" => (
+            row.subject.clone(),
+            None,
+            consumer_body("archive", "bsky.>"),
+        ),
         "create a gateway consumer" => (
             row.subject.clone(),
             None,
