@@ -24,7 +24,7 @@ except ImportError:
 
 DEPLOY = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(DEPLOY)
-NEEDED = ["nats", "ingest", "charts", "feedgen", "gateway"]
+NEEDED = ["nats", "ingest", "charts", "feedgen", "gateway", "archive"]
 
 
 def main():

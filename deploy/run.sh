@@ -15,7 +15,8 @@
 #   2. the staging relay, when it is the upstream;
 #   3. the ingestor, as user "ingest";
 #   4. charts, feedgen and gateway, each as its own user, if its binary was built;
-#   5. the archiver (consumers/archive), into the local directory $STATE/archive.
+#   5. the archiver (consumers/archive), as user "archive", into the local directory
+#      $STATE/archive.
 # Then it prints where to look. Logs: $STATE/logs/<name>.log.
 #
 # Build once: `cargo build --release --workspace --bins`, then every binary runs from
@@ -309,16 +310,16 @@ for entry in "${CONSUMERS[@]}"; do
 done
 
 # --- 5b. the archiver, into a local directory --------------------------------------------
-# It runs as the operator user for now (accounts.conf lets the operator own the durable
-# `archive` beside `replay`); a user of its own belongs in accounts.conf.
+# As its own user `archive`, which alone may use the durable `archive` (accounts.conf).
 if [[ -x $BIN/archive ]]; then
     archive_port=${BSKY_STACK_ARCHIVE_PORT:-9470}
     answers "$archive_port" && die "port $archive_port is in use; choose another with BSKY_STACK_ARCHIVE_PORT"
     say "starting the archiver into $STATE/archive"
     launch archive env \
         "BSKY_ARCHIVE_NATS__URL=$NATS_URL" \
-        "BSKY_ARCHIVE_NATS__USER=operator" \
-        "BSKY_ARCHIVE_NATS__PASSWORD_FILE=$SECRETS/operator.password" \
+        "BSKY_ARCHIVE_NATS__USER=archive" \
+        "BSKY_ARCHIVE_NATS__INBOX_PREFIX=_INBOX_archive" \
+        "BSKY_ARCHIVE_NATS__PASSWORD_FILE=$SECRETS/archive.password" \
         "BSKY_ARCHIVE_STORE__URL=${BSKY_ARCHIVE_STORE__URL:-$STATE/archive}" \
         "BSKY_ARCHIVE_HTTP__LISTEN=127.0.0.1:$archive_port" \
         "$BIN/archive"

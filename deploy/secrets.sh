@@ -5,7 +5,7 @@
 #
 # Writes into DIR (created mode 700), keeping any file that already exists:
 #   <user>.password   one line, for the service's nats.password_file
-#                     (ingest, charts, feedgen, gateway, operator, sys);
+#                     (ingest, charts, feedgen, gateway, archive, operator, sys);
 #   nats.env          BSKY_NATS_<USER>_PASSWORD=... for the nats-server process,
 #                     which reads them through deploy/accounts.conf.
 # Every file is mode 600. Passwords are 32 letters and digits starting with a
@@ -17,7 +17,7 @@
 # again, restart nats-server and that service.
 set -euo pipefail
 
-USERS=(ingest charts feedgen gateway operator sys)
+USERS=(ingest charts feedgen gateway archive operator sys)
 
 die() {
     printf 'secrets: error: %s\n' "$*" >&2

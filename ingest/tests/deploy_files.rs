@@ -104,7 +104,14 @@ fn systemd_units_pass_systemd_analyze_verify() {
     let tmp = tempfile::tempdir().unwrap();
     let bin = tmp.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
-    for name in ["nats-server", "ingest", "charts", "feedgen", "gateway"] {
+    for name in [
+        "nats-server",
+        "ingest",
+        "charts",
+        "feedgen",
+        "gateway",
+        "archive",
+    ] {
         let stub = bin.join(name);
         std::fs::write(&stub, "#!/bin/sh\n").unwrap();
         use std::os::unix::fs::PermissionsExt;
@@ -121,7 +128,7 @@ fn systemd_units_pass_systemd_analyze_verify() {
         std::fs::write(&copy, text).unwrap();
         units.push(copy);
     }
-    for service in ["ingest", "charts", "feedgen", "gateway", "nats"] {
+    for service in ["ingest", "charts", "feedgen", "gateway", "archive", "nats"] {
         assert!(
             units
                 .iter()

@@ -5,8 +5,9 @@
 //! ("Users, permissions, secrets"), performs every row as every user, and checks each cell:
 //! `yes` the request succeeds; `no` it is refused and account BSKY is unchanged; `own` (the
 //! gateway, in its own account) it succeeds on the gateway's mirror and account BSKY is
-//! unchanged. "Unchanged" is a fingerprint of the stream, the three consumers and the cursor,
-//! read by their owners before and after the cell.
+//! unchanged. "Unchanged" is a fingerprint of the stream, the four consumers (`charts`,
+//! `feedgen`, the operator's `replay`, the archiver's `archive`) and the cursor, read by their
+//! owners before and after the cell.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
@@ -19,7 +20,16 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-const USERS_IN_TABLE: [&str; 6] = ["ingest", "charts", "feedgen", "operator", "gateway", "sys"];
+const USERS_IN_TABLE: [&str; 7] = [
+    "ingest", "charts", "feedgen", "operator", "archive", "gateway", "sys",
+];
+/// The durables of account BSKY, each with the user that owns it.
+const DURABLES: [(&str, &str); 4] = [
+    ("charts", "charts"),
+    ("feedgen", "feedgen"),
+    ("operator", "replay"),
+    ("archive", "archive"),
+];
 /// Messages in the fixture stream: enough for every pull and ack of the matrix.
 const MESSAGES: usize = 40;
 const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -252,11 +262,7 @@ impl Fixture {
                 .await
                 .expect("cursor");
         }
-        for (owner, name) in [
-            ("charts", "charts"),
-            ("feedgen", "feedgen"),
-            ("operator", "replay"),
-        ] {
+        for (owner, name) in DURABLES {
             let js = self.js(owner);
             let stream = js.get_stream("BSKY").await.expect("stream info");
             stream
@@ -304,11 +310,7 @@ impl Fixture {
             }
             Err(e) => out += &format!("stream: {e}\n"),
         }
-        for (owner, name) in [
-            ("charts", "charts"),
-            ("feedgen", "feedgen"),
-            ("operator", "replay"),
-        ] {
+        for (owner, name) in DURABLES {
             let js = self.js(owner);
             let stream = js.get_stream("BSKY").await;
             let info = match stream {
@@ -348,28 +350,29 @@ impl Fixture {
     async fn clean_gateway(&self) {
         let js = self.js("gateway");
         if let Ok(s) = js.get_stream("BSKY").await {
-            for name in ["charts", "replay", "gateway_1"] {
+            for name in ["charts", "replay", "archive", "gateway_1"] {
                 let _ = s.delete_consumer(name).await;
             }
         }
     }
 
-    /// An ack subject of a message delivered to charts and not yet acked.
-    async fn charts_ack_subject(&self) -> String {
-        let js = self.js("charts");
+    /// An ack subject of a message delivered to `durable` (pulled by its owner) and not yet
+    /// acked.
+    async fn ack_subject(&self, owner: &str, durable: &str) -> String {
+        let js = self.js(owner);
         let c: consumer::PullConsumer = js
             .get_stream("BSKY")
             .await
             .expect("stream")
-            .get_consumer("charts")
+            .get_consumer(durable)
             .await
-            .expect("charts");
+            .unwrap_or_else(|e| panic!("{owner} binds {durable}: {e}"));
         let mut batch = c.fetch().max_messages(1).messages().await.expect("fetch");
         use futures_util::StreamExt;
         let m = batch
             .next()
             .await
-            .expect("a message for charts")
+            .unwrap_or_else(|| panic!("a message for {durable}"))
             .expect("message");
         m.reply.clone().expect("an ack subject").to_string()
     }
@@ -423,15 +426,24 @@ async fn perform(
         "redefine charts' durable"
         | "redefine charts' durable, durable subject"
         | "redefine charts' durable, gateway's import" => (row.subject.clone(), None, redefine),
-        "pull from charts' durable" | "pull from feedgen's durable" => (
+        "pull from charts' durable"
+        | "pull from feedgen's durable"
+        | "pull from the archiver's durable" => (
             row.subject.clone(),
             None,
             "{\"batch\":1,\"no_wait\":true}".into(),
         ),
-        "ack on charts' durable" => (ack.expect("an ack subject"), None, "+ACK".into()),
+        "ack on charts' durable" | "ack on the archiver's durable" => {
+            (ack.expect("an ack subject"), None, "+ACK".into())
+        }
         "create the operator's replay" => {
             (row.subject.clone(), None, consumer_body("replay", "bsky.>"))
         }
+        "create or redefine the archiver's durable" => (
+            row.subject.clone(),
+            None,
+            consumer_body("archive", "bsky.>"),
+        ),
         "create a gateway consumer" => (
             row.subject.clone(),
             None,
@@ -457,7 +469,8 @@ async fn perform(
 /// Every cell of the README's table holds against the shipped configuration, among them the
 /// seven holes of issue 18: pulling from and redefining another's durable (any subject form),
 /// deleting the operator's consumer, the shared `_INBOX.>`, `sys` purging an account, and the
-/// operator's `consumer info` of a service's durable.
+/// operator's `consumer info` of a service's durable; and the archiver's durable, which only
+/// the archiver's user may pull from, ack, redefine or delete (the operator no longer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_cell_of_the_readme_table_holds() {
     let rows = table();
@@ -491,12 +504,18 @@ async fn every_cell_of_the_readme_table_holds() {
                 "{}: cell {user} = {want}",
                 row.operation
             );
-            let ack = if row.operation == "ack on charts' durable" {
-                let subject = f.charts_ack_subject().await;
-                before = f.fingerprint().await;
-                Some(subject)
-            } else {
-                None
+            let acked = match row.operation.as_str() {
+                "ack on charts' durable" => Some(("charts", "charts")),
+                "ack on the archiver's durable" => Some(("archive", "archive")),
+                _ => None,
+            };
+            let ack = match acked {
+                Some((owner, durable)) => {
+                    let subject = f.ack_subject(owner, durable).await;
+                    before = f.fingerprint().await;
+                    Some(subject)
+                }
+                None => None,
             };
             let (subject, got) = perform(&mut f, row, user, ack).await;
             let expected_subject = row.subject.replace("<user>", user);

@@ -1,8 +1,8 @@
 //! The README's main command, `bash deploy/run.sh`, as a person runs it on a machine
 //! without internet: the live relay does not answer, so it says so and falls back to the
 //! staging relay; nats-server, the ingestor and every consumer that was built come up and
-//! answer; Ctrl-C (SIGINT to the script's process group) stops all of it and leaves no
-//! process behind.
+//! answer (the archiver reads through its durable as its own user); Ctrl-C (SIGINT to the
+//! script's process group) stops all of it and leaves no process behind.
 //!
 //! The binaries are the ones this test run built (`target/debug`), passed as
 //! `BSKY_BIN_DIR`, so the script does not build the workspace again. Every port is a free
@@ -198,6 +198,7 @@ async fn main_command_falls_back_to_staging_brings_up_the_stack_and_ctrl_c_leave
     let metrics_port = free_port();
     let nowhere = free_port(); // the "live relay": nothing listens there
     let consumer_ports: Vec<u16> = CONSUMERS.iter().map(|_| free_port()).collect();
+    let archive_port = free_port();
     let file = std::fs::File::create(&log).expect("log");
     let mut cmd = interruptible_bash();
     cmd.arg(testkit::workspace_root().join("deploy/run.sh"))
@@ -209,6 +210,7 @@ async fn main_command_falls_back_to_staging_brings_up_the_stack_and_ctrl_c_leave
         .env("BSKY_STACK_MONITOR_PORT", monitor_port.to_string())
         .env("BSKY_STACK_RELAY_PORT", free_port().to_string())
         .env("BSKY_STACK_METRICS_PORT", metrics_port.to_string())
+        .env("BSKY_STACK_ARCHIVE_PORT", archive_port.to_string())
         .env("BSKY_STACK_TEST_MARKER", &marker)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -315,6 +317,42 @@ async fn main_command_falls_back_to_staging_brings_up_the_stack_and_ctrl_c_leave
         }
     }
 
+    // The archiver, as its own user `archive`: its durable exists and delivers (the
+    // operator may read its info, not use it).
+    if bins.join("archive").is_file() {
+        assert!(
+            out.contains(&format!("http://127.0.0.1:{archive_port}/metrics")),
+            "the archiver is listed:\n{out}"
+        );
+        assert_eq!(http_status(archive_port, "/metrics"), Some(200));
+        let start = Instant::now();
+        loop {
+            let delivered = match js.get_stream("BSKY").await {
+                Ok(s) => s
+                    .consumer_info("archive")
+                    .await
+                    .map(|c| c.delivered.stream_sequence)
+                    .unwrap_or(0),
+                Err(_) => 0,
+            };
+            if delivered > 0 {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the archiver's durable delivers nothing:\n{}\n{}",
+                std::fs::read_to_string(state.join("logs/archive.log")).unwrap_or_default(),
+                stack.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    } else {
+        assert!(
+            out.contains("archive: not built"),
+            "archive is named as skipped:\n{out}"
+        );
+    }
+
     // Ctrl-C: everything stops, nothing is left.
     assert!(!marked_processes(&stack.marker).is_empty());
     stack.ctrl_c();
@@ -327,4 +365,14 @@ async fn main_command_falls_back_to_staging_brings_up_the_stack_and_ctrl_c_leave
     assert!(left.is_empty(), "left behind: {left:?}\n{}", stack.log());
     assert!(http_status(monitor_port, "/healthz").is_none());
     assert!(std::net::TcpStream::connect(("127.0.0.1", nats_port)).is_err());
+    // The archiver sealed what it held at its stop (segment, manifest entry, ack), and its
+    // user was allowed everything it did.
+    if bins.join("archive").is_file() {
+        let log = std::fs::read_to_string(state.join("logs/archive.log")).unwrap_or_default();
+        assert!(!log.contains("Permissions Violation"), "{log}");
+        let sealed = std::fs::read_dir(state.join("archive/manifest"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert!(sealed > 0, "no segment sealed at the stop:\n{log}");
+    }
 }

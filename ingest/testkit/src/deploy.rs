@@ -3,11 +3,12 @@
 //! ([`crate::NatsServer::start_with_config`]).
 
 /// (user, the nats-server variable of its password, a test password).
-pub const USERS: [(&str, &str, &str); 6] = [
+pub const USERS: [(&str, &str, &str); 7] = [
     ("ingest", "BSKY_NATS_INGEST_PASSWORD", "pIngestTest1"),
     ("charts", "BSKY_NATS_CHARTS_PASSWORD", "pChartsTest1"),
     ("feedgen", "BSKY_NATS_FEEDGEN_PASSWORD", "pFeedgenTest1"),
     ("gateway", "BSKY_NATS_GATEWAY_PASSWORD", "pGatewayTest1"),
+    ("archive", "BSKY_NATS_ARCHIVE_PASSWORD", "pArchiveTest1"),
     ("operator", "BSKY_NATS_OPERATOR_PASSWORD", "pOperatorTest1"),
     ("sys", "BSKY_NATS_SYS_PASSWORD", "pSysTest1"),
 ];

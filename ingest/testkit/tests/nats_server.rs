@@ -204,6 +204,7 @@ fn deploy_config_works_with_the_pinned_server() {
         ("BSKY_NATS_CHARTS_PASSWORD", "pCharts1"),
         ("BSKY_NATS_FEEDGEN_PASSWORD", "pFeedgen1"),
         ("BSKY_NATS_GATEWAY_PASSWORD", "pGateway1"),
+        ("BSKY_NATS_ARCHIVE_PASSWORD", "pArchive1"),
         ("BSKY_NATS_OPERATOR_PASSWORD", "pOperator1"),
         ("BSKY_NATS_SYS_PASSWORD", "pSys1"),
     ];
