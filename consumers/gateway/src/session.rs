@@ -87,18 +87,6 @@ async fn progress(
     }
 }
 
-/// An error and its sources, on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 /// A close reason fits in 123 bytes.
 fn truncate(text: &str) -> &str {
     let mut end = text.len().min(120);
@@ -269,7 +257,7 @@ impl Session<'_> {
                     }
                     None => {
                         let why = match (&mut *task).await {
-                            Ok(Err(e)) => error_chain(&e),
+                            Ok(Err(e)) => service::telemetry::Chain(&e).to_string(),
                             Ok(Ok(())) => "stream reader stopped".into(),
                             Err(e) => format!("stream reader failed: {e}"),
                         };

@@ -9,6 +9,7 @@ use crate::cursor::Position;
 use async_nats::jetstream::context::GetStreamError;
 use async_nats::jetstream::stream::{DirectGetError, InfoError};
 use futures_util::StreamExt;
+use service::telemetry::Chain;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -39,7 +40,7 @@ impl Publisher {
         // Whatever the open batch still says, the stream is asked instead.
         w.open = None;
         if let Some(suppressed) = w.warn.allow() {
-            warn!(reason = %chain(reason), unacked = w.unacked, suppressed, "JetStream publish failed; checking what the stream holds, then sending the rest again in order");
+            warn!(reason = %Chain(reason), unacked = w.unacked, suppressed, "JetStream publish failed; checking what the stream holds, then sending the rest again in order");
         }
         // Back off once per round, taking the acks that still arrive.
         let pause = tokio::time::sleep(w.backoff);
@@ -61,7 +62,7 @@ impl Publisher {
             Ok(last) => last,
             Err(e) => {
                 if let Some(suppressed) = w.warn.allow() {
-                    warn!(error = %chain(&e), suppressed, "JetStream unavailable; retrying");
+                    warn!(error = %Chain(&e), suppressed, "JetStream unavailable; retrying");
                 }
                 // Nothing is sent while the stream cannot be asked: the next round will.
                 w.round += 1;
@@ -97,7 +98,7 @@ impl Publisher {
                 }
                 Err(e) => {
                     // Not readable right now: the next round checks again.
-                    info!(seq = last, error = %chain(&e), "could not read back the stream's last message");
+                    info!(seq = last, error = %Chain(&e), "could not read back the stream's last message");
                     w.round += 1;
                     return Ok(());
                 }
@@ -115,7 +116,7 @@ impl Publisher {
         self.metrics.publish_retries.inc_by(resent as u64);
         w.send_at = 0;
         if let Err(Failure::Retry(e)) = self.pump(w).await {
-            info!(error = %chain(&e), "resend interrupted; the next round goes on");
+            info!(error = %Chain(&e), "resend interrupted; the next round goes on");
         }
         Ok(())
     }
@@ -146,16 +147,4 @@ impl Publisher {
             && relay == *ours.relay_seq_text
             && held.payload == ours.payload)
     }
-}
-
-/// An error and its causes, `outer: inner: …`, for a log line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    s
 }
