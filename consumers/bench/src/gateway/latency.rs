@@ -220,7 +220,7 @@ async fn one_rate(gateway_bin: &std::path::Path, rate: u64, secs: u64) -> anyhow
     let (mut gateway, addr) = start_gateway(gateway_bin, &url, rate).await?;
 
     // (a) core NATS: (relay seq, arrival).
-    let mut core_sub = nats_client.subscribe("bsky.>").await?;
+    let mut core_sub = nats_client.subscribe(contract::subject::ALL).await?;
     nats_client.flush().await?;
     let core: Reader<(u64, Instant)> = tokio::spawn(async move {
         let mut out = Vec::with_capacity(total);
