@@ -1,7 +1,7 @@
 //! The life of every binary's process, once: a configuration error exits 2, logging is set
 //! up, the runtime runs `run(shutdown)` with the signal handlers of [`crate::shutdown`], and
-//! an error from `run` is logged with its causes and exits 1, so supervisors (`Restart=on-failure`,
-//! orchestrators) see it.
+//! an error from `run` is logged with its causes and exits 1, so supervisors
+//! (`Restart=on-failure`, orchestrators) see it.
 
 use crate::config::ConfigError;
 use crate::telemetry::{init_logging, Chain, LogFormat};
