@@ -88,18 +88,7 @@ async fn every_service_started_before_nats_comes_up_without_a_restart() {
     })
     .await;
     for durable in ["charts", "feedgen"] {
-        until(&format!("{durable} reads everything"), || async {
-            let Ok(stream) = js.get_stream("BSKY").await else {
-                return false;
-            };
-            match stream.consumer_info(durable).await {
-                Ok(c) => {
-                    c.delivered.stream_sequence > 0 && c.num_pending == 0 && c.num_ack_pending == 0
-                }
-                Err(_) => false,
-            }
-        })
-        .await;
+        common::until_consumed(&js, durable, PATIENCE).await;
     }
     until("charts serves /metrics", || async {
         http_status(charts_port, "/metrics").await == 200

@@ -284,19 +284,7 @@ async fn run(disturbed: bool) -> Figures {
     .await;
     let stored = last_seq().await;
     for durable in ["charts", "feedgen"] {
-        until(&format!("{durable} reads everything"), || async {
-            let Ok(stream) = js.get_stream("BSKY").await else {
-                return false;
-            };
-            match stream.consumer_info(durable).await {
-                Ok(c) => {
-                    // Its filter may end before the stream's last message.
-                    c.delivered.stream_sequence > 0 && c.num_pending == 0 && c.num_ack_pending == 0
-                }
-                Err(_) => false,
-            }
-        })
-        .await;
+        common::until_consumed(&js, durable, PATIENCE).await;
     }
     if let Some(rounds) = rounds {
         // One full round more after both were done, then stop.

@@ -51,6 +51,27 @@ pub async fn until<F: Future<Output = bool>>(
     }
 }
 
+/// Waits until `durable` on stream BSKY has delivered something and has nothing pending or
+/// unacked (its filter may end before the stream's last message).
+pub async fn until_consumed(
+    js: &async_nats::jetstream::Context,
+    durable: &str,
+    patience: Duration,
+) {
+    until(&format!("{durable} reads everything"), patience, || async {
+        let Ok(stream) = js.get_stream("BSKY").await else {
+            return false;
+        };
+        match stream.consumer_info(durable).await {
+            Ok(c) => {
+                c.delivered.stream_sequence > 0 && c.num_pending == 0 && c.num_ack_pending == 0
+            }
+            Err(_) => false,
+        }
+    })
+    .await
+}
+
 /// `GET path` on a loopback port: (status, body); status 0 when nothing answers.
 pub async fn get(port: u16, path: &str) -> (u16, String) {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
