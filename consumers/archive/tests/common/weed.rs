@@ -89,6 +89,7 @@ impl Weed {
                 .status()
                 .context("curl")?;
             if status.success() {
+                w.probe_write()?;
                 w.gate = Some(Gate::start(w.ports[6])?);
                 return Ok(Some(w));
             }
@@ -97,6 +98,34 @@ impl Weed {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Ready means writable: a file stored through the filer (outside the archive's
+    /// prefix) and deleted, so a store without volume capacity fails here, saying so,
+    /// and not as an archive that stays empty.
+    fn probe_write(&self) -> anyhow::Result<()> {
+        let url = format!("http://127.0.0.1:{}/buckets/{BUCKET}/probe", self.ports[4]);
+        let file = format!("file=@{}", self.dir.path().join("credentials").display());
+        let stored = Command::new("curl")
+            .args(["-sf", "-m", "45", "-F", &file, &url])
+            .stdout(Stdio::null())
+            .status()
+            .context("curl")?;
+        if !stored.success() {
+            bail!(
+                "weed accepted no write (curl {stored}); its log:\n{}",
+                self.log_tail()
+            );
+        }
+        let deleted = Command::new("curl")
+            .args(["-sf", "-m", "10", "-X", "DELETE", &url])
+            .stdout(Stdio::null())
+            .status()
+            .context("curl")?;
+        if !deleted.success() {
+            bail!("weed did not delete the probe file: curl {deleted}");
+        }
+        Ok(())
     }
 
     /// Where the archiver reaches S3: the gate.
@@ -122,6 +151,10 @@ impl Weed {
             .arg(format!("-volume.port={volume}"))
             .arg(format!("-volume.port.grpc={volume_grpc}"))
             .arg("-volume.max=20")
+            // The default keeps 1% of the disk free and otherwise marks every volume
+            // read-only, so that on a CI disk with a few GB left every write hung
+            // ("Not enough data nodes found!"). The test writes a few MB.
+            .arg("-volume.minFreeSpace=64MiB")
             .arg("-filer")
             .arg(format!("-filer.port={filer}"))
             .arg(format!("-filer.port.grpc={filer_grpc}"))
