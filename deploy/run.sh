@@ -283,6 +283,10 @@ for entry in "${CONSUMERS[@]}"; do
     extra=()
     if [[ $name == charts || $name == feedgen ]]; then
         extra+=("BSKY_${upper}_STATE__PATH=$STATE/$name.db") # its SQLite state
+        # What the stream no longer holds, from the archiver's local directory (5b).
+        if [[ -x $BIN/archive && -z ${BSKY_ARCHIVE_STORE__URL:-} ]]; then
+            extra+=("BSKY_${upper}_ARCHIVE__URL=$STATE/archive")
+        fi
     fi
     args=()
     if [[ $name == gateway ]]; then

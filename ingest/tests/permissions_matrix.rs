@@ -378,21 +378,6 @@ impl Fixture {
     }
 }
 
-/// NATS subject matching: `*` one token, `>` the rest.
-fn matches(pattern: &str, subject: &str) -> bool {
-    let mut p = pattern.split('.');
-    let mut s = subject.split('.');
-    loop {
-        match (p.next(), s.next()) {
-            (Some(">"), Some(_)) => return true,
-            (Some("*"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
-
 /// Performs `row` as `user`: the subject used, and whether it succeeded.
 async fn perform(
     f: &mut Fixture,
@@ -520,7 +505,7 @@ async fn every_cell_of_the_readme_table_holds() {
             let (subject, got) = perform(&mut f, row, user, ack).await;
             let expected_subject = row.subject.replace("<user>", user);
             assert!(
-                matches(&expected_subject, &subject),
+                contract::subject::matches(&expected_subject, &subject),
                 "{}: the test used {subject}, the table says {expected_subject}",
                 row.operation
             );

@@ -11,6 +11,8 @@
 //! - [`format`]: object keys, the record line, manifest entries;
 //! - [`reader`]: the manifest, checked segments, and [`reader::Replay`] from a sequence or
 //!   an event time;
+//! - [`history`]: the archive as kit's `History`, for consumers that read past the
+//!   stream's start;
 //! - [`restore`]: a range of the archive published into a fresh stream, sequence for
 //!   sequence;
 //! - [`store`]: the `[store]` table and the object store it opens;
@@ -19,6 +21,7 @@
 pub mod archiver;
 pub mod config;
 pub mod format;
+pub mod history;
 pub mod metrics;
 pub mod reader;
 pub mod restore;

@@ -108,6 +108,9 @@ pub enum From {
     /// this (µs since the epoch); event times are only nearly in stream order (see
     /// `kit::seek`).
     Time(i64),
+    /// At the first message JetStream stored at or after this (µs since the epoch);
+    /// storage times grow with the sequence.
+    Stored(i64),
 }
 
 impl Archive {
@@ -218,6 +221,7 @@ impl Archive {
             .filter(|s| match from {
                 From::Seq(n) => s.last_seq >= n,
                 From::Time(_) => true,
+                From::Stored(t) => s.last_stored_ns / 1000 >= t,
             })
             .collect();
         Ok(Replay {
@@ -333,6 +337,7 @@ impl Replay {
                                 From::Time(t) => {
                                     kit::event::time_us(&r.payload).is_ok_and(|rt| rt >= t)
                                 }
+                                From::Stored(t) => r.stored_ns / 1000 >= t,
                             };
                         }
                         if self.started {

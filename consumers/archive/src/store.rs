@@ -100,7 +100,7 @@ impl StoreConfig {
         if self.retry_min.is_zero() || self.retry_max < self.retry_min {
             return Err(ConfigError::key(
                 "store.retry_min",
-                "must be > 0 and not above store.retry_max",
+                "must be > 0 and not above retry_max",
             ));
         }
         if let Some(f) = &self.credentials_file {

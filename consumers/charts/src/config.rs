@@ -28,6 +28,10 @@ pub struct Config {
     pub upstream: Upstream,
     /// Which event times are believed (see [`crate::handler`]).
     pub clock: ClockBounds,
+    /// Where to read what the stream no longer holds (a `--from-seq`/`--from-time` older
+    /// than the stream, or a stop longer than its retention): the archiver's store, with
+    /// the keys of its `[store]`; `url` empty: no archive (such messages are counted lost).
+    pub archive: archive::store::StoreConfig,
     /// Logging.
     pub log: Log,
 }
@@ -143,6 +147,7 @@ impl Default for Config {
             http: Http::default(),
             upstream: Upstream::default(),
             clock: ClockBounds::default(),
+            archive: archive::history::ArchiveHistory::table_default(),
             log: Log::default(),
         }
     }
@@ -190,6 +195,7 @@ const HINTS: &[(&str, &str)] = &[
     ),
     ("clock.future_skew", "e.g. 10m"),
     ("clock.floor", "e.g. 2023-01-01"),
+    ("archive.url", archive::history::URL_HINT),
 ];
 
 /// What `--help` says after the flags: the sources, then every key of [`Config`], read
@@ -232,19 +238,21 @@ impl Config {
         if self.state.path.as_os_str().is_empty() {
             return Err(ConfigError::key("state.path", "must not be empty"));
         }
+        archive::history::check_table(&self.archive)?;
         Ok(())
     }
 
     /// The configuration as a log line: everything but secrets.
     pub fn summary(&self) -> String {
         format!(
-            "nats={} stream={} durable={} subjects={:?} db={} web={}",
+            "nats={} stream={} durable={} subjects={:?} db={} web={} archive={}",
             self.nats.redacted_url(),
             self.consumer.stream,
             self.consumer.durable,
             self.consumer.subjects,
             self.state.path.display(),
-            self.http.listen
+            self.http.listen,
+            archive::history::summary(&self.archive)
         )
     }
 }
@@ -310,5 +318,40 @@ mod tests {
         };
         let e = Config::load_from(&flags, no_env()).expect_err("unknown key");
         assert!(e.to_string().contains("port"), "{e}");
+    }
+
+    #[test]
+    fn the_archive_is_off_by_default_and_its_keys_are_named_as_ours() {
+        let load = |toml: &str| {
+            let mut f = tempfile::NamedTempFile::new().expect("tmp");
+            writeln!(f, "{toml}").expect("w");
+            let flags = Flags {
+                common: kit::config::ConsumerFlags {
+                    config: Some(f.path().to_path_buf()),
+                    ..Default::default()
+                },
+            };
+            Config::load_from(&flags, no_env()).map(|(c, _)| c)
+        };
+        let c = load("").expect("defaults");
+        assert!(c.archive.url.is_empty());
+        assert!(c.summary().contains("archive=none"), "{}", c.summary());
+        let c = load("[archive]\nurl = \"s3://bucket/bsky\"\nendpoint = \"http://127.0.0.1:8333\"")
+            .expect("an s3 archive");
+        assert_eq!(c.archive.url, "s3://bucket/bsky");
+        for (toml, key) in [
+            ("[archive]\nurl = \"gs://x\"", "archive.url"),
+            (
+                "[archive]\nurl = \"a\"\nendpoint = \"not a url\"",
+                "archive.endpoint",
+            ),
+            (
+                "[archive]\nurl = \"a\"\nretry_min = \"0s\"",
+                "archive.retry_min",
+            ),
+        ] {
+            let e = load(toml).expect_err(toml).to_string();
+            assert!(e.contains(key) && !e.contains("store."), "{toml}: {e}");
+        }
     }
 }

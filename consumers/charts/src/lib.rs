@@ -67,6 +67,7 @@ pub async fn run(
             consumer: config.consumer.clone(),
             state: config.state.clone(),
             start,
+            history: archive::history::ArchiveHistory::from_table(&config.archive)?,
         },
         handler: handler::Charts::new(clock, skips),
         metrics,

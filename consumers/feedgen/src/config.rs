@@ -33,6 +33,10 @@ pub struct Config {
     pub http: Http,
     /// Who the service is: its DID and host name, and who publishes its feeds.
     pub service: Identity,
+    /// Where to read what the stream no longer holds (a `--from-seq`/`--from-time` older
+    /// than the stream, or a stop longer than its retention): the archiver's store, with
+    /// the keys of its `[store]`; `url` empty: no archive (such messages are counted lost).
+    pub archive: archive::store::StoreConfig,
     /// Logging.
     pub log: Log,
     /// The feeds (`[[feeds]]`, several per service).
@@ -177,6 +181,7 @@ impl Default for Config {
             },
             http: Http::default(),
             service: Identity::default(),
+            archive: archive::history::ArchiveHistory::table_default(),
             log: Log::default(),
             feeds: Vec::new(),
         }
@@ -222,6 +227,7 @@ const HINTS: &[(&str, &str)] = &[
     ("state.synchronous", "full|normal"),
     ("log.format", "text|json"),
     ("feeds.has", "link|image|video"),
+    ("archive.url", archive::history::URL_HINT),
 ];
 
 /// What `--help` says after the flags: the sources, then every key of [`Config`], read
@@ -270,6 +276,7 @@ impl Config {
         if self.state.path.as_os_str().is_empty() {
             return Err(ConfigError::key("state.path", "must not be empty"));
         }
+        archive::history::check_table(&self.archive)?;
         let host_ok = |h: &str| {
             !h.is_empty()
                 && h.len() <= 253
@@ -352,13 +359,14 @@ impl Config {
     pub fn summary(&self) -> String {
         let names: Vec<&str> = self.feeds.iter().map(|f| f.name.as_str()).collect();
         format!(
-            "nats={} stream={} durable={} db={} http={} did={} feeds={names:?}",
+            "nats={} stream={} durable={} db={} http={} did={} archive={} feeds={names:?}",
             self.nats.redacted_url(),
             self.consumer.stream,
             self.consumer.durable,
             self.state.path.display(),
             self.http.listen,
             self.service_did(),
+            archive::history::summary(&self.archive),
         )
     }
 }

@@ -17,6 +17,8 @@
 //! - [`config`]: the `[consumer]` and `[state]` tables, and the rebuild flags
 //!   (`--from-seq`, `--from-time`: by *event* time through [`seek`], or by storage time
 //!   for a handler that bounds the clock skew, [`Handler::clock_skew_bound`]);
+//! - [`history`]: what the stream no longer holds, read from the archive before the
+//!   stream, without a seam;
 //! - [`status`]: lag in messages and in event time, and losses to the stream's retention;
 //! - [`metrics`]: `<prefix>_messages_total{outcome}`, `_poison_total{reason}`,
 //!   `_lag_messages`, `_lag_seconds`, `_acks_pending`, `_retention_lost_messages_total`…;
@@ -44,6 +46,7 @@ pub mod consumer;
 /// The payload types of the contract crate (`contract::event`).
 pub use contract::event;
 pub mod handler;
+pub mod history;
 pub mod metrics;
 pub mod run;
 pub mod seek;
@@ -87,6 +90,7 @@ impl Options {
                 ..config::State::default()
             },
             start: Start::Resume,
+            history: None,
         }
     }
 }

@@ -104,6 +104,8 @@ pub struct Metrics {
     /// Stream messages dropped by the stream's limits before this consumer read them (an
     /// upper bound of those matching its filters).
     pub retention_lost: Counter,
+    /// Messages read from the archive (any subject) because the stream no longer held them.
+    pub history: Counter,
     /// Stream sequence of the last message applied.
     pub position: Gauge,
     /// Matching messages not yet applied (the server's count: not delivered + unacked).
@@ -160,6 +162,11 @@ impl Metrics {
             "retention_lost_messages",
             "Stream messages, of any subject, dropped by the stream's limits before this consumer passed them: exact for a stopped consumer, a lower bound while it runs",
             m.retention_lost.clone(),
+        );
+        registry.register(
+            "history_messages",
+            "Messages, of any subject, read from the archive because the stream no longer held them",
+            m.history.clone(),
         );
         registry.register(
             "position_seq",

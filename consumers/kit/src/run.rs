@@ -25,10 +25,11 @@
 use crate::config::{self, Start};
 use crate::consumer::{self, ConsumerError, Opened};
 use crate::handler::{BoxError, Handler, Rebuild};
+use crate::history::{History, Since};
 use crate::metrics::{Metrics, Outcome, ReasonLabel, Rewind};
 use crate::state::{self, Position, StateError};
 use crate::status::{Progress, Tracker};
-use crate::worker::{ApplyError, Raw, Worker};
+use crate::worker::{Applied, ApplyError, Raw, Worker};
 use async_nats::jetstream::consumer::pull::MessagesErrorKind;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::message::AckKind;
@@ -55,6 +56,9 @@ pub struct Options {
     pub state: config::State,
     /// Resume, or rebuild (`--from-seq`, `--from-time`).
     pub start: Start,
+    /// Where to read what the stream no longer holds (the archive); `None`: such
+    /// messages are counted as lost.
+    pub history: Option<std::sync::Arc<dyn History>>,
 }
 
 /// Why the loop stopped. Each one means: stop the service, and tell the operator (a
@@ -79,6 +83,9 @@ pub enum RunError {
     /// `--from-time` cannot be honoured.
     #[error("--from-time: {0}")]
     Rebuild(String),
+    /// The archive cannot be read (a restart tries again).
+    #[error("reading the archive")]
+    History(#[source] BoxError),
     /// The handler panicked (a bug); nothing of its batch was committed.
     #[error("the handler panicked")]
     Panicked(#[source] tokio::task::JoinError),
@@ -152,22 +159,35 @@ pub async fn run<H: Handler>(
             if let Some(r) = worker.position.rebuilding {
                 from = from.min(r.from_us);
             }
-            let seek = match worker.handler.clock_skew_bound() {
+            // By storage time for a handler that bounds the clock skew, else by event
+            // time less the margin; in the stream when it reaches back that far, else in
+            // the archive.
+            let (since, reaches) = match worker.handler.clock_skew_bound() {
                 Some(bound) => {
                     let since = from.saturating_sub(bound);
-                    check_holds(&stream, &state, from, since).await?;
-                    crate::seek::seq_at_stored_time(&stream, since).await
+                    let reaches = check_holds(&stream, &state, from, since).await;
+                    (Since::StoredTime(since), reaches)
                 }
                 None => {
-                    check_reaches(&stream, &state, from).await?;
                     let margin = i64::try_from(cfg.seek_margin.as_micros()).unwrap_or(i64::MAX);
-                    crate::seek::seq_at_time(&stream, from.saturating_sub(margin)).await
+                    let reaches = check_reaches(&stream, &state, from).await;
+                    (Since::EventTime(from.saturating_sub(margin)), reaches)
                 }
-            }
-            .map_err(|e| RunError::Stream {
-                stream: cfg.stream.clone(),
-                source: e.into(),
-            })?;
+            };
+            let seek = match (reaches, &opts.history) {
+                (Ok(()), _) => None,
+                (Err(refused), None) => return Err(refused),
+                (Err(_), Some(history)) => seek_history(history.as_ref(), since, from).await?,
+            };
+            let seek = match seek {
+                Some(seq) => Some(seq),
+                None => seek_stream(&stream, since)
+                    .await
+                    .map_err(|e| RunError::Stream {
+                        stream: cfg.stream.clone(),
+                        source: e.into(),
+                    })?,
+            };
             let start = seek.unwrap_or(u64::MAX).min(worker.position.seq + 1);
             tracing::warn!(
                 from_time = %crate::seek::rfc3339(from),
@@ -178,14 +198,35 @@ pub async fn run<H: Handler>(
             force_new = true;
         }
     }
+    let mut state = state;
+    if let (Some(history), true) = (
+        &opts.history,
+        stored.is_some() || opts.start != Start::Resume,
+    ) {
+        worker = crate::history::catch_up(
+            worker,
+            history.as_ref(),
+            &stream,
+            &cfg,
+            &metrics,
+            &progress,
+            &shutdown,
+        )
+        .await?;
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        state = stream
+            .get_info()
+            .await
+            .map_err(|e| RunError::Stream {
+                stream: cfg.stream.clone(),
+                source: e.into(),
+            })?
+            .state;
+    }
     let position = worker.position.clone();
-    metrics
-        .position
-        .set(i64::try_from(position.seq).unwrap_or(i64::MAX));
-    progress.send_modify(|p| {
-        p.seq = position.seq;
-        p.time_us = position.time_us;
-    });
+    announce(&metrics, &progress, &position);
     // A first start reads what the stream holds; anything else must find its position
     // still in the stream.
     let mut tracker = Tracker::at(if stored.is_some() || opts.start != Start::Resume {
@@ -219,8 +260,29 @@ pub async fn run<H: Handler>(
     l.run().await
 }
 
+/// A committed batch of `n` messages, in the metrics.
+pub(crate) fn committed(metrics: &Metrics, applied: &Applied, n: usize) {
+    for (_, reason) in &applied.poison {
+        metrics.poison.get_or_create(&ReasonLabel { reason }).inc();
+    }
+    metrics.count(Outcome::Processed, n as u64 - applied.kept);
+    metrics.count(Outcome::Kept, applied.kept);
+    metrics.batches.inc();
+}
+
+/// The committed position, in the metrics and to `progress`.
+pub(crate) fn announce(metrics: &Metrics, progress: &watch::Sender<Progress>, p: &Position) {
+    metrics
+        .position
+        .set(i64::try_from(p.seq).unwrap_or(i64::MAX));
+    progress.send_modify(|pr| {
+        pr.seq = p.seq;
+        pr.time_us = p.time_us;
+    });
+}
+
 /// Runs `f` on the blocking pool; a panic becomes [`RunError::Panicked`].
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, RunError> {
     tokio::task::spawn_blocking(f)
@@ -265,6 +327,49 @@ async fn check_reaches(
         ))),
         _ => Ok(()),
     }
+}
+
+/// Where `since` starts in the stream.
+async fn seek_stream(stream: &Stream, since: Since) -> Result<Option<u64>, crate::seek::SeekError> {
+    match since {
+        Since::Seq(n) => Ok(Some(n)),
+        Since::EventTime(t) => crate::seek::seq_at_time(stream, t).await,
+        Since::StoredTime(t) => crate::seek::seq_at_stored_time(stream, t).await,
+    }
+}
+
+/// Where `since` starts in the archive, for a `--from-time` (`from`) the stream no longer
+/// reaches: refused, as by the stream, when the archive does not reach back either (it
+/// began after sequence 1 and its oldest message is younger); `None` when every archived
+/// message is older (the stream has the start).
+async fn seek_history(
+    history: &dyn History,
+    since: Since,
+    from: i64,
+) -> Result<Option<u64>, RunError> {
+    let first = history.first().await.map_err(RunError::History)?;
+    let reaches = first.as_ref().is_some_and(|k| {
+        k.seq <= 1
+            || match since {
+                Since::Seq(n) => k.seq <= n,
+                Since::StoredTime(t) => k.stored_ns / 1000 <= t,
+                Since::EventTime(_) => crate::event::time_us(&k.payload).is_ok_and(|t| t <= from),
+            }
+    });
+    if !reaches {
+        return Err(RunError::Rebuild(format!(
+            "neither the stream nor the archive ({}) reaches back to {}: the state between \
+             would be lost; give a later time",
+            history.describe(),
+            crate::seek::rfc3339(from)
+        )));
+    }
+    let mut reader = history.read(since).await.map_err(RunError::History)?;
+    Ok(reader
+        .next()
+        .await
+        .map_err(RunError::History)?
+        .map(|k| k.seq))
 }
 
 /// For a handler with a clock-skew bound: refuses a `--from-time` whose messages (those
@@ -515,7 +620,7 @@ impl<H: Handler> Loop<H> {
             return Err(RunError::WorkerLost);
         };
         let (worker, result) = blocking(move || {
-            let r = worker.apply(&raws);
+            let r = worker.apply(&raws, 0);
             (worker, r)
         })
         .await?;
@@ -523,14 +628,10 @@ impl<H: Handler> Loop<H> {
         self.worker = Some(worker);
         match result {
             Ok(applied) => {
-                for (seq, reason) in &applied.poison {
+                for (seq, _) in &applied.poison {
                     if let Some(m) = batch.iter().find(|m| seq_of(m) == *seq) {
                         let _ = m.ack_with(AckKind::Term).await;
                     }
-                    self.metrics
-                        .poison
-                        .get_or_create(&ReasonLabel { reason })
-                        .inc();
                 }
                 if let Some(last) = batch.last() {
                     if let Err(e) = last.ack().await {
@@ -540,20 +641,11 @@ impl<H: Handler> Loop<H> {
                 for m in &batch {
                     self.owed.remove(&seq_of(m));
                 }
-                let n = batch.len() as u64;
-                self.metrics.count(Outcome::Processed, n - applied.kept);
-                self.metrics.count(Outcome::Kept, applied.kept);
-                self.metrics.batches.inc();
                 self.metrics.acks_pending.set(0);
-                self.metrics
-                    .position
-                    .set(i64::try_from(position.seq).unwrap_or(i64::MAX));
+                committed(&self.metrics, &applied, batch.len());
+                announce(&self.metrics, &self.progress, &position);
                 self.retry.reset();
                 self.last_progress = Instant::now();
-                self.progress.send_modify(|p| {
-                    p.seq = position.seq;
-                    p.time_us = position.time_us;
-                });
             }
             Err(ApplyError::Transient(e)) => {
                 let delay = self.retry.next_delay();

@@ -57,9 +57,10 @@ fn reason(e: &EventError) -> &'static str {
 
 impl<H: Handler> Worker<H> {
     /// Applies `batch` (in stream order, every sequence above the position) in one
-    /// transaction; on success the position is the batch's last message.
-    pub fn apply(&mut self, batch: &[Raw]) -> Result<Applied, ApplyError> {
-        let result = self.try_apply(batch);
+    /// transaction; on success the position is the batch's last message, or `through` if
+    /// that is higher (messages passed over without reaching the handler).
+    pub fn apply(&mut self, batch: &[Raw], through: u64) -> Result<Applied, ApplyError> {
+        let result = self.try_apply(batch, through);
         match &result {
             Ok(_) => self.handler.committed(),
             Err(_) => self.handler.rolled_back(),
@@ -67,7 +68,7 @@ impl<H: Handler> Worker<H> {
         result
     }
 
-    fn try_apply(&mut self, batch: &[Raw]) -> Result<Applied, ApplyError> {
+    fn try_apply(&mut self, batch: &[Raw], through: u64) -> Result<Applied, ApplyError> {
         let tx = self.conn.transaction()?;
         let mut out = Applied::default();
         let mut next = self.position.clone();
@@ -105,6 +106,7 @@ impl<H: Handler> Worker<H> {
                 Err(HandleError::Transient(e)) => return Err(ApplyError::Transient(e)),
             }
         }
+        next.seq = next.seq.max(through);
         if next.rebuilding.is_some_and(|r| next.seq >= r.until_seq) {
             tracing::info!(
                 seq = next.seq,

@@ -98,6 +98,22 @@ impl std::fmt::Display for Filter {
     }
 }
 
+/// Whether `subject` matches the NATS subject filter `filter` (`*` one token, `>` one or
+/// more at the end), as the server decides for a consumer's filter or a permission.
+pub fn matches(filter: &str, subject: &str) -> bool {
+    let mut f = filter.split('.');
+    let mut s = subject.split('.');
+    loop {
+        match (f.next(), s.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -119,6 +135,20 @@ mod tests {
             assert_eq!(s.split('.').count(), 2);
             assert!(Filter::parse(s).is_ok());
         }
+    }
+
+    #[test]
+    fn matching_follows_nats() {
+        assert!(matches(ALL, POSTS));
+        assert!(matches(ALL, IDENTITY));
+        assert!(!matches(ALL, "bsky"), "> needs one token at least");
+        assert!(matches(ALL_COMMITS, POSTS));
+        assert!(!matches(ALL_COMMITS, IDENTITY));
+        assert!(matches("bsky.app.bsky.*.post", POSTS));
+        assert!(!matches("bsky.app.bsky.*", POSTS));
+        assert!(matches(POSTS, POSTS));
+        assert!(!matches(POSTS, "bsky.app.bsky.feed.like"));
+        assert!(!matches(POSTS, "bsky.app.bsky.feed.post.x"));
     }
 
     #[test]

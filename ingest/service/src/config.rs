@@ -58,6 +58,22 @@ impl ConfigError {
             source: Some(Box::new(source)),
         }
     }
+
+    /// The same error about a table another binary embeds under its own name: a key
+    /// `<from>.x` becomes `<to>.x` (charts' `[archive]` is the archiver's `[store]`).
+    pub fn under(self, from: &str, to: &str) -> Self {
+        match self {
+            ConfigError::Key { key, why, source } => ConfigError::Key {
+                key: match key.strip_prefix(from).filter(|rest| rest.starts_with('.')) {
+                    Some(rest) => format!("{to}{rest}"),
+                    None => key,
+                },
+                why,
+                source,
+            },
+            other => other,
+        }
+    }
 }
 
 impl From<crate::nats::ConnectError> for ConfigError {
