@@ -291,6 +291,9 @@ for entry in "${CONSUMERS[@]}"; do
     args=()
     if [[ $name == gateway ]]; then
         extra+=("BSKY_GATEWAY_STREAM__MIRROR__UPSTREAM=BSKY") # its own account (deploy/README.md)
+        if [[ -x $BIN/archive && -z ${BSKY_ARCHIVE_STORE__URL:-} ]]; then
+            extra+=("BSKY_GATEWAY_ARCHIVE__URL=$STATE/archive") # cursors older than the stream
+        fi
     fi
     if [[ $name == charts && $staging == true ]]; then
         extra+=("BSKY_CHARTS_UPSTREAM__LABEL=staging")

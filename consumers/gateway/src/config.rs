@@ -23,6 +23,10 @@ pub struct Config {
     pub nats: service::nats::Settings,
     pub stream: Stream,
     pub client: Client,
+    /// Where a cursor older than the stream is read from before the stream: the
+    /// archiver's store, with the keys of its `[store]`; `url` empty: no archive (such a
+    /// cursor starts at the stream's first message, counted as clamped).
+    pub archive: archive::store::StoreConfig,
     pub log: Log,
 }
 
@@ -131,6 +135,7 @@ impl Default for Config {
                 consumer_prefix: "gateway".into(),
                 max_client_message_bytes: 1 << 20,
             },
+            archive: archive::history::ArchiveHistory::table_default(),
             log: Log {
                 format: LogFormat::Text,
             },
@@ -194,6 +199,7 @@ pub struct Flags {
 const HINTS: &[(&str, &str)] = &[
     ("nats.url", "credentials may also sit in the URL"),
     ("log.format", "text|json"),
+    ("archive.url", archive::history::URL_HINT),
 ];
 
 /// The defaults, with a `[stream.mirror]` table so that its keys are listed too.
@@ -291,13 +297,13 @@ impl Config {
         if self.client.max_client_message_bytes < 4096 {
             return bad("client.max_client_message_bytes", "must be at least 4096");
         }
-        Ok(())
+        archive::history::check_table(&self.archive)
     }
 
     /// The configuration as a log line: everything but secrets.
     pub fn summary(&self) -> String {
         format!(
-            "listen={} nats={} stream={}{} buffer_bytes={} stuck_timeout={:?} consumer_prefix={} deflate={}",
+            "listen={} nats={} stream={}{} buffer_bytes={} stuck_timeout={:?} consumer_prefix={} deflate={} archive={}",
             self.http.listen,
             self.nats.redacted_url(),
             self.stream.name,
@@ -309,6 +315,7 @@ impl Config {
             self.client.stuck_timeout,
             self.client.consumer_prefix,
             self.http.deflate,
+            archive::history::summary(&self.archive),
         )
     }
 }

@@ -18,7 +18,8 @@
 //!
 //! - [`config`]: the one typed configuration (`BSKY_GATEWAY_` environment prefix).
 //! - [`params`]: query parameters and `options_update`, validated; NATS subject filters.
-//! - [`pump`]: start position, the per-client consumer with idle heartbeats, DID filter.
+//! - [`pump`]: start position (the archive first for a cursor older than the stream), the
+//!   per-client consumer with idle heartbeats, DID filter.
 //! - [`event`]: the payload as sent (storage `time_us`, `cursor`).
 //! - [`session`]: the WebSocket side, bounded writes, close reasons.
 //! - [`zstd`]: Jetstream v1's zstd with its dictionary.
@@ -94,6 +95,9 @@ pub enum RunError {
     /// The HTTP server failed.
     #[error("HTTP server")]
     Serve(#[source] std::io::Error),
+    /// `[archive]` cannot be opened.
+    #[error(transparent)]
+    Archive(#[from] service::config::ConfigError),
 }
 
 /// Binds `http.listen` and serves until `shutdown` fires.
@@ -115,6 +119,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     info!(config = %config.summary(), "starting");
+    let history = archive::history::ArchiveHistory::from_table(&config.archive)?;
     let Some(nats) = service::nats::connect_until(&config.nats, &shutdown).await? else {
         return Ok(());
     };
@@ -140,6 +145,7 @@ pub async fn serve(
             js,
             stream,
             client: config.client.clone(),
+            history,
             metrics,
             shutdown: shutdown.clone(),
         }),

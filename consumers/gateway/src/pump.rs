@@ -7,8 +7,11 @@
 //! - **Start.** A `cursor` is a stream sequence (below 10^15, inclusive) or a storage time
 //!   in unix microseconds (the first message stored at or after it): [`start`] maps both to
 //!   JetStream's own deliver policies, so nothing is searched. No cursor, or one ahead of
-//!   the stream: the live tail. One older than the stream: its first message, and the
-//!   clamp is counted (`bsky_gateway_cursor_clamped_total`).
+//!   the stream: the live tail. One older than the stream: with `[archive]` set, the
+//!   archive from the cursor to its end, then the stream at exactly the next sequence
+//!   ([`Pump::read_archive`]; the archive keeps each message's sequence and storage time,
+//!   so what is sent is what the stream sent); without, the stream's first message, and
+//!   the clamp is counted (`bsky_gateway_cursor_clamped_total`).
 //! - **What is sent.** Each payload with `time_us` set to the message's storage time and
 //!   `"cursor"` to its sequence ([`crate::event`]): both follow stream order, so a client
 //!   resuming from either loses nothing.
@@ -34,6 +37,7 @@ use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsum
 use async_nats::jetstream::stream::Stream;
 use bytes::Bytes;
 use futures_util::StreamExt;
+use kit::history::{History, Since};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,6 +46,8 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 /// Why the pump stopped: the stream cannot be read (the session closes with 1011).
 #[derive(Debug, thiserror::Error)]
 pub enum PumpError {
+    #[error("reading the archive")]
+    Archive(#[source] kit::handler::BoxError),
     #[error("reading the stream's state")]
     Info(#[source] async_nats::jetstream::stream::InfoError),
     #[error("creating the consumer")]
@@ -109,8 +115,12 @@ pub enum From {
 /// Where a client starts, and whether its cursor was older than the stream.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Start {
+    /// Where in the stream (after the archive, if [`Start::archive`]).
     pub from: From,
+    /// The cursor was older than the stream and there is no archive.
     pub clamped: bool,
+    /// The cursor was older than the stream: read the archive from here first.
+    pub archive: Option<Since>,
 }
 
 fn now_us() -> i64 {
@@ -120,30 +130,38 @@ fn now_us() -> i64 {
         .unwrap_or(0)
 }
 
-/// Where a client with this `cursor` starts: one stream-info request, no search.
-pub async fn start(stream: &Stream, cursor: Option<Cursor>) -> Result<Start, PumpError> {
+/// Where a client with this `cursor` starts: one stream-info request, no search. A cursor
+/// older than the stream starts in the archive when there is one (`archive`).
+pub async fn start(
+    stream: &Stream,
+    cursor: Option<Cursor>,
+    archive: bool,
+) -> Result<Start, PumpError> {
     let state = stream.get_info().await.map_err(PumpError::Info)?.state;
     let tail = From::Seq(state.last_sequence + 1);
-    let (from, clamped) = match cursor {
-        None => (tail, false),
-        Some(Cursor::Seq(seq)) if seq > state.last_sequence => (tail, false),
-        Some(Cursor::Seq(seq)) => (
-            From::Seq(seq.max(state.first_sequence)),
-            seq < state.first_sequence,
-        ),
-        Some(Cursor::Time(t)) if t > now_us() => (tail, false),
+    let first = From::Seq(state.first_sequence);
+    let (from, older) = match cursor {
+        None => (tail, None),
+        Some(Cursor::Seq(seq)) if seq > state.last_sequence => (tail, None),
+        Some(Cursor::Seq(seq)) if seq < state.first_sequence => (first, Some(Since::Seq(seq))),
+        Some(Cursor::Seq(seq)) => (From::Seq(seq), None),
+        Some(Cursor::Time(t)) if t > now_us() => (tail, None),
         Some(Cursor::Time(t)) => {
             let first_us = i64::try_from(state.first_timestamp.unix_timestamp_nanos() / 1000)
                 .unwrap_or(i64::MAX);
             // An empty stream reports the Unix epoch as its first time.
             let older = state.messages > 0 && t < first_us;
             match async_nats::datetime::from_nanos(i128::from(t) * 1000) {
-                Ok(time) if !older => (From::Time(time), false),
-                _ => (From::Seq(state.first_sequence), older),
+                Ok(time) if !older => (From::Time(time), None),
+                _ => (first, older.then_some(Since::StoredTime(t))),
             }
         }
     };
-    Ok(Start { from, clamped })
+    Ok(Start {
+        from,
+        clamped: older.is_some() && !archive,
+        archive: older.filter(|_| archive),
+    })
 }
 
 /// What the pump needs besides its channel.
@@ -152,6 +170,8 @@ pub struct Pump {
     pub js: async_nats::jetstream::Context,
     pub stream: Stream,
     pub start: Start,
+    /// `[archive]`: where [`Start::archive`] is read.
+    pub history: Option<Arc<dyn History>>,
     pub pull_batch: usize,
     pub budget: Budget,
     /// Consumer names are `<prefix>-<instance>-<n>`.
@@ -203,6 +223,16 @@ impl Pump {
         tx: mpsc::Sender<Outgoing>,
     ) -> Result<(), PumpError> {
         let mut from = self.start.from;
+        if let (Some(since), Some(history)) = (self.start.archive, &self.history) {
+            match self
+                .read_archive(history.as_ref(), since, &mut filters, &tx)
+                .await?
+            {
+                None => return Ok(()),
+                Some(Some(next)) => from = From::Seq(next),
+                Some(None) => {}
+            }
+        }
         let mut failing: Option<(Instant, u32)> = None;
         loop {
             let current = filters.borrow_and_update().clone();
@@ -366,6 +396,61 @@ impl Pump {
         }
     }
 
+    /// Sends the archive from `since` to its end, and again from there while the stream
+    /// still starts after it (the archive grows behind the head); the stream then goes on
+    /// at the sequence returned (`None` inside: the archive had nothing from `since`).
+    /// `None`: the session is gone.
+    async fn read_archive(
+        &self,
+        history: &dyn History,
+        mut since: Since,
+        filters: &mut watch::Receiver<Arc<Filters>>,
+        tx: &mpsc::Sender<Outgoing>,
+    ) -> Result<Option<Option<u64>>, PumpError> {
+        let mut next = None;
+        loop {
+            let last = self.stream.get_info().await.map_err(PumpError::Info)?.state;
+            let mut reader = history.read(since).await.map_err(PumpError::Archive)?;
+            let mut read = 0u64;
+            while let Some(k) = reader.next().await.map_err(PumpError::Archive)? {
+                read += 1;
+                next = Some(k.seq + 1);
+                if filters.has_changed().is_err() {
+                    return Ok(None);
+                }
+                let current = filters.borrow_and_update().clone();
+                if !current
+                    .subjects()
+                    .iter()
+                    .any(|f| contract::subject::matches(f, &k.subject))
+                {
+                    continue;
+                }
+                let pending = last.last_sequence.saturating_sub(k.seq);
+                let stored_us = k.stored_ns / 1000;
+                let sent = self
+                    .offer(
+                        &k.subject, &k.payload, k.seq, stored_us, pending, &current, tx,
+                    )
+                    .await;
+                if !sent {
+                    return Ok(None);
+                }
+            }
+            let first = self
+                .stream
+                .get_info()
+                .await
+                .map_err(PumpError::Info)?
+                .state
+                .first_sequence;
+            match next {
+                Some(n) if read > 0 && n < first => since = Since::Seq(n),
+                _ => return Ok(Some(next)),
+            }
+        }
+    }
+
     /// Filters one message and hands it over; `false` when the session is gone.
     async fn pass(
         &self,
@@ -385,11 +470,37 @@ impl Pump {
         let (seq, pending) = (info.stream_sequence, info.pending);
         let stored_us = i64::try_from(info.published.unix_timestamp_nanos() / 1000).unwrap_or(0);
         *from = From::Seq(seq + 1);
+        let subject = m.message.subject.as_str();
+        self.offer(
+            subject,
+            &m.message.payload,
+            seq,
+            stored_us,
+            pending,
+            filters,
+            tx,
+        )
+        .await
+    }
+
+    /// One stream message (from the stream or the archive), patched, filtered by DID and
+    /// size, handed over when the buffer has room; `false` when the session is gone.
+    #[allow(clippy::too_many_arguments)]
+    async fn offer(
+        &self,
+        subject: &str,
+        payload: &[u8],
+        seq: u64,
+        stored_us: i64,
+        pending: u64,
+        filters: &Filters,
+        tx: &mpsc::Sender<Outgoing>,
+    ) -> bool {
         // Jetstream v1 has no `#sync` event (clients reject unknown kinds).
-        if m.message.subject.as_str() == contract::subject::SYNC {
+        if subject == contract::subject::SYNC {
             return true;
         }
-        let Some(event) = event::patch(&m.message.payload, stored_us, seq) else {
+        let Some(event) = event::patch(payload, stored_us, seq) else {
             tracing::warn!(seq, "payload off the contract (subjects.md): skipped");
             return true;
         };

@@ -34,6 +34,8 @@ pub struct Shared {
     pub js: async_nats::jetstream::Context,
     pub stream: async_nats::jetstream::stream::Stream,
     pub client: crate::config::Client,
+    /// `[archive]`, for cursors older than the stream.
+    pub history: Option<Arc<dyn kit::history::History>>,
     pub metrics: Metrics,
     pub shutdown: CancellationToken,
 }
@@ -150,7 +152,13 @@ impl Session<'_> {
         } else {
             request.filters
         };
-        let start = match pump::start(&self.shared.stream, request.cursor).await {
+        let start = match pump::start(
+            &self.shared.stream,
+            request.cursor,
+            self.shared.history.is_some(),
+        )
+        .await
+        {
             Ok(s) => s,
             Err(e) => return Ended::new(CloseReason::Stream, e.to_string()),
         };
@@ -166,6 +174,7 @@ impl Session<'_> {
             js: self.shared.js.clone(),
             stream: self.shared.stream.clone(),
             start,
+            history: self.shared.history.clone(),
             pull_batch: self.shared.client.pull_batch,
             budget: budget.clone(),
             consumer_prefix: self.shared.client.consumer_prefix.clone(),

@@ -1,0 +1,121 @@
+//! Cursors older than the stream, served from the archive: the real-frame corpus ingested,
+//! archived by the real archiver, the stream purged below sequence 101. With `[archive]`
+//! set, a client with a sequence cursor or a time cursor older than the stream receives
+//! exactly what the gateway sent before the purge, byte for byte (the archive keeps each
+//! message's sequence and storage time), across the seam into the stream; filters apply
+//! to the archived part too. Without, the cursor is clamped.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+mod common;
+
+use common::{read_until, Gateway, PATIENCE};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+const KEEP_FROM: u64 = 101;
+
+/// Runs the real archiver in-process into `dir` until it holds every message up to `last`.
+async fn archive_all(nats_url: &str, dir: &std::path::Path, last: u64) {
+    let mut config = archive::config::Config::default();
+    config.nats.url = nats_url.into();
+    config.store.url = dir.display().to_string();
+    config.segment.max_messages = 40;
+    config.segment.max_age = Duration::from_millis(500);
+    config.http.listen = String::new();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(archive::run(config.clone(), shutdown.clone()));
+    let reader = archive::reader::Archive::new(archive::store::Store::open(&config.store).unwrap());
+    let start = Instant::now();
+    loop {
+        let end = reader
+            .manifest()
+            .await
+            .ok()
+            .and_then(|m| m.last().map(archive::format::Entry::last_seq))
+            .unwrap_or(0);
+        if end >= last {
+            break;
+        }
+        assert!(start.elapsed() < PATIENCE, "archived up to {end} of {last}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+fn cursor(v: &Value) -> u64 {
+    v["cursor"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursors_older_than_the_stream_read_the_archive_then_the_stream() {
+    let pipeline = common::corpus_pipeline().await;
+    let url = pipeline.nats.url();
+    let dir = tempfile::tempdir().unwrap();
+    archive_all(&url, dir.path(), 152).await;
+
+    // What the gateway sends from the start while the stream still holds everything.
+    let plain = Gateway::start(common::config(&url)).await;
+    let want = read_until(&plain, "cursor=1", 152).await;
+    assert!(want.len() > 140, "{} events", want.len());
+
+    // The stream loses its first 100 messages.
+    let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+    let mut stream = js.get_stream("BSKY").await.unwrap();
+    stream.purge().sequence(KEEP_FROM).await.unwrap();
+    let first = stream.info().await.unwrap().state.first_sequence;
+    assert_eq!(first, KEEP_FROM);
+
+    let mut config = common::config(&url);
+    config.archive.url = dir.path().display().to_string();
+    let gw = Gateway::start(config).await;
+    let tail =
+        |from: u64| -> Vec<Value> { want.iter().filter(|v| cursor(v) >= from).cloned().collect() };
+
+    // Sequence cursors: from the start, and from inside the archived part.
+    assert!(read_until(&gw, "cursor=1", 152).await == want, "cursor=1");
+    for from in [37, KEEP_FROM - 1] {
+        let got = read_until(&gw, &format!("cursor={from}"), 152).await;
+        assert!(got == tail(from), "cursor={from}: {} events", got.len());
+    }
+
+    // Time cursors (storage time, as sent): the first event's, and one inside the archive.
+    for i in [0, 60] {
+        let t = want[i]["time_us"].as_i64().unwrap();
+        let got = read_until(&gw, &format!("cursor={t}"), 152).await;
+        let from = want
+            .iter()
+            .find(|v| v["time_us"].as_i64().unwrap() >= t)
+            .unwrap();
+        assert!(
+            got == tail(cursor(from)),
+            "time cursor {t}: {} events",
+            got.len()
+        );
+    }
+
+    // Filters apply to the archived part.
+    let posts: Vec<Value> = want
+        .iter()
+        .filter(|v| v["commit"]["collection"] == "app.bsky.feed.post")
+        .cloned()
+        .collect();
+    let last_post = cursor(posts.last().unwrap());
+    assert!(posts.iter().any(|v| cursor(v) < KEEP_FROM) && cursor(&posts[0]) < last_post);
+    let got = read_until(
+        &gw,
+        "wantedCollections=app.bsky.feed.post&cursor=1",
+        last_post,
+    )
+    .await;
+    assert!(got == posts, "posts: {} of {}", got.len(), posts.len());
+    assert_eq!(gw.metric("bsky_gateway_cursor_clamped_total").await, 0.0);
+
+    // Without an archive the same cursor starts at the stream's first message, clamped.
+    let got = read_until(&plain, "cursor=1", 152).await;
+    assert!(got == tail(KEEP_FROM), "clamped: {} events", got.len());
+    assert_eq!(plain.metric("bsky_gateway_cursor_clamped_total").await, 1.0);
+    gw.stop().await;
+    plain.stop().await;
+}
