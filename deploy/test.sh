@@ -41,6 +41,11 @@ WEED_BIN=$(bash deploy/setup-seaweedfs.sh)
 export WEED_BIN
 bash deploy/setup-node-clients.sh
 
+# A fresh clone (CI) builds once: incremental state would only take disk and time.
+if [[ ${CI:-} == true ]]; then
+    export CARGO_INCREMENTAL=0
+fi
+
 if (($#)); then
     cargo test "$@"
 else
