@@ -1,9 +1,11 @@
 //! kit consumers read past the stream's start through the archive and continue from the
 //! stream without a seam: a capture of 200,000 ops (`ARCHIVE_SEAM_OPS` to change it)
 //! ingested into a stream that keeps about its last third, the archiver running from the
-//! start; consumers started with `--from-seq 1` and `--from-time` before the first event
-//! read every message exactly once, in order, equal to the capture; one filtered to posts
-//! reads exactly the capture's posts.
+//! start. A consumer running from the start but slower than the ingest falls behind the
+//! stream's retention and goes back to the archive; consumers started afterwards with
+//! `--from-seq 1` and `--from-time` before the first event; each reads every message
+//! exactly once, in order, equal to the capture; one filtered to posts reads exactly the
+//! capture's posts.
 
 mod common;
 
@@ -13,6 +15,7 @@ use common::{Archiver, LocalDir, StoreUnderTest};
 use kit::rusqlite::{self, Transaction};
 use kit::{HandleError, Handler, Msg, Rebuild, Start};
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,22 +29,29 @@ fn digest(subject: &str, payload: &[u8]) -> u64 {
     h.finish()
 }
 
-/// Records every message it is given; keeps nothing in SQLite.
-struct Recorder(Applied);
+/// Records every message it is given; keeps nothing in SQLite. While `slow` is set, each
+/// message takes a millisecond.
+struct Recorder {
+    applied: Applied,
+    slow: Arc<AtomicBool>,
+}
 
 impl Handler for Recorder {
     fn init(&mut self, _: &Transaction<'_>) -> rusqlite::Result<()> {
         Ok(())
     }
     fn rebuild(&mut self, _: &Transaction<'_>, _: Rebuild) -> rusqlite::Result<()> {
-        self.0
+        self.applied
             .lock()
             .map_err(|_| rusqlite::Error::InvalidQuery)?
             .clear();
         Ok(())
     }
     fn handle(&mut self, _: &Transaction<'_>, msg: &Msg<'_>) -> Result<(), HandleError> {
-        self.0
+        if self.slow.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.applied
             .lock()
             .map_err(|_| HandleError::Poison("poisoned lock"))?
             .push((msg.seq, digest(msg.subject, msg.payload)));
@@ -49,45 +59,101 @@ impl Handler for Recorder {
     }
 }
 
-/// A kit consumer with the archive as its history, run until it has applied up to `last`.
-async fn consume(
-    url: &str,
-    dir: &std::path::Path,
-    durable: &str,
-    subjects: &[&str],
-    start: Start,
-    history: &ArchiveHistory,
-    last: u64,
-) -> anyhow::Result<(Vec<(u64, u64)>, kit::Progress)> {
-    let mut opts = kit::Options::new(durable, subjects);
-    opts.state.path = dir.join(format!("{durable}.db"));
-    opts.consumer.status_interval = Duration::from_millis(500);
-    opts.start = start;
-    opts.history = Some(Arc::new(history.clone()));
-    let applied = Applied::default();
-    let js = async_nats::jetstream::new(async_nats::connect(url).await?);
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = kit::metrics::Metrics::register(&mut registry, &[]);
-    let (progress, mut rx) = tokio::sync::watch::channel(kit::Progress::default());
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(kit::run(
-        js,
-        opts,
-        Recorder(applied.clone()),
-        metrics.clone(),
-        progress,
-        shutdown.clone(),
-    ));
-    let caught_up = kit::testing::wait_caught_up(&mut rx, last, Duration::from_secs(300)).await;
-    shutdown.cancel();
-    task.await?.with_context(|| format!("{durable} stopped"))?;
-    let p = caught_up.map_err(anyhow::Error::msg)?;
+/// A kit consumer with the archive as its history, running.
+struct Consumer {
+    durable: String,
+    applied: Applied,
+    metrics: kit::metrics::Metrics,
+    progress: tokio::sync::watch::Receiver<kit::Progress>,
+    shutdown: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), kit::RunError>>,
+}
+
+impl Consumer {
+    async fn start(
+        url: &str,
+        dir: &std::path::Path,
+        durable: &str,
+        subjects: &[&str],
+        start: Start,
+        history: &ArchiveHistory,
+        slow: Arc<AtomicBool>,
+    ) -> anyhow::Result<Consumer> {
+        let mut opts = kit::Options::new(durable, subjects);
+        opts.state.path = dir.join(format!("{durable}.db"));
+        opts.consumer.status_interval = Duration::from_millis(500);
+        opts.consumer.retry_max = Duration::from_secs(5);
+        opts.start = start;
+        opts.history = Some(Arc::new(history.clone()));
+        let applied = Applied::default();
+        let js = async_nats::jetstream::new(async_nats::connect(url).await?);
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = kit::metrics::Metrics::register(&mut registry, &[]);
+        let (progress, rx) = tokio::sync::watch::channel(kit::Progress::default());
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let handler = Recorder {
+            applied: applied.clone(),
+            slow,
+        };
+        let task = tokio::spawn(kit::run(
+            js,
+            opts,
+            handler,
+            metrics.clone(),
+            progress,
+            shutdown.clone(),
+        ));
+        Ok(Consumer {
+            durable: durable.into(),
+            applied,
+            metrics,
+            progress: rx,
+            shutdown,
+            task,
+        })
+    }
+
+    /// Waits until it has applied everything up to `last`, stops it, and returns what it
+    /// applied; it must have read from the archive and counted nothing lost.
+    async fn finish(mut self, last: u64) -> anyhow::Result<Vec<(u64, u64)>> {
+        let caught_up =
+            kit::testing::wait_caught_up(&mut self.progress, last, Duration::from_secs(300)).await;
+        self.shutdown.cancel();
+        let durable = &self.durable;
+        self.task
+            .await?
+            .with_context(|| format!("{durable} stopped"))?;
+        let p = caught_up.map_err(anyhow::Error::msg)?;
+        ensure!(p.lost == 0, "{durable}: {} counted lost", p.lost);
+        ensure!(
+            self.metrics.history.get() > 0,
+            "{durable} read nothing from the archive"
+        );
+        let v = self
+            .applied
+            .lock()
+            .map_err(|_| anyhow::anyhow!("lock"))?
+            .clone();
+        Ok(v)
+    }
+}
+
+/// `got` is `want`, or where it first differs.
+fn same(durable: &str, got: &[(u64, u64)], want: &[(u64, u64)], seam: u64) -> anyhow::Result<()> {
+    if let Some(i) = (0..want.len().min(got.len())).find(|&i| got[i] != want[i]) {
+        anyhow::bail!(
+            "{durable}: message {i} is seq {} where the capture has seq {} (the seam is at {seam})",
+            got[i].0,
+            want[i].0
+        );
+    }
     ensure!(
-        metrics.history.get() > 0,
-        "{durable} read nothing from the archive"
+        got.len() == want.len(),
+        "{durable}: {} messages of {}",
+        got.len(),
+        want.len()
     );
-    let v = applied.lock().map_err(|_| anyhow::anyhow!("lock"))?.clone();
-    Ok((v, p))
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,6 +169,13 @@ async fn consumers_read_the_archive_then_the_stream_without_a_seam() -> anyhow::
         .map(|m| m.payload.len() + m.subject.len() + 100)
         .sum();
     let store = LocalDir::new()?;
+    let history = ArchiveHistory::open(
+        "archive",
+        &archive::store::StoreConfig {
+            url: store.dir.path().join("archive").display().to_string(),
+            ..Default::default()
+        },
+    )?;
     let nats = testkit::NatsServer::start()?;
     let url = nats.url();
     let work = tempfile::tempdir()?;
@@ -114,6 +187,19 @@ async fn consumers_read_the_archive_then_the_stream_without_a_seam() -> anyhow::
         )
         .replace("max_ack_pending = 3000", "max_ack_pending = 25000");
     let mut archiver = Archiver::start(work.path(), &toml)?;
+    // Running from the start, slower than the ingest: the stream drops what it has not
+    // read yet, so it must go back to the archive while it runs.
+    let slow = Arc::new(AtomicBool::new(true));
+    let running = Consumer::start(
+        &url,
+        work.path(),
+        "running",
+        &[contract::subject::ALL],
+        Start::Resume,
+        &history,
+        slow.clone(),
+    )
+    .await?;
     let pipeline = ingest::testing::Pipeline::start_on(
         nats,
         capture,
@@ -125,57 +211,52 @@ async fn consumers_read_the_archive_then_the_stream_without_a_seam() -> anyhow::
     common::wait_last_seq(&js, n, Duration::from_secs(300)).await?;
     let archive = archive::reader::Archive::new(store.open()?);
     common::wait_archived(&archive, &mut archiver, n, Duration::from_secs(300)).await?;
+    slow.store(false, Ordering::Relaxed);
     let (first, last) = common::stream_range(&js).await?;
     ensure!(
         first > n / 2 && last == n,
         "the stream should keep only its last part: {first}..={last} of {n}"
     );
     println!("{n} messages; the stream keeps {first}..={last}, the archive 1..={n}");
-    let history = ArchiveHistory::open(
-        "archive",
-        &archive::store::StoreConfig {
-            url: store.dir.path().join("archive").display().to_string(),
-            ..Default::default()
-        },
-    )?;
 
     let want: Vec<(u64, u64)> = msgs
         .iter()
         .zip(1u64..)
         .map(|(m, seq)| (seq, digest(m.subject.as_str(), &m.payload)))
         .collect();
+    let behind = running
+        .metrics
+        .rewinds
+        .get_or_create(&kit::metrics::ReasonLabel { reason: "behind" })
+        .clone();
+    let got = running.finish(n).await?;
+    same("running", &got, &want, first)?;
+    ensure!(
+        behind.get() > 0,
+        "the running consumer never went back to the archive"
+    );
+    println!(
+        "running: fell behind the stream {} time(s), read the archive, 1..={n} exactly once",
+        behind.get()
+    );
+
     let first_event = kit::event::time_us(&msgs[0].payload)?;
+    let fast = Arc::new(AtomicBool::new(false));
     for (durable, start) in [
         ("from_seq", Start::FromSeq(1)),
         ("from_time", Start::FromTime(first_event - 1_000_000)),
     ] {
-        let (got, progress) = consume(
+        let c = Consumer::start(
             &url,
             work.path(),
             durable,
             &[contract::subject::ALL],
             start,
             &history,
-            n,
+            fast.clone(),
         )
         .await?;
-        ensure!(
-            progress.lost == 0,
-            "{durable}: {} counted lost",
-            progress.lost
-        );
-        ensure!(
-            got.len() == want.len(),
-            "{durable}: {} messages of {n}",
-            got.len()
-        );
-        if let Some(i) = (0..want.len()).find(|&i| got[i] != want[i]) {
-            anyhow::bail!(
-                "{durable}: message {i} is seq {} where the capture has seq {} (the seam is at {first})",
-                got[i].0,
-                want[i].0
-            );
-        }
+        same(durable, &c.finish(n).await?, &want, first)?;
         println!("{durable}: 1..={n} exactly once, in order, equal to the capture");
     }
 
@@ -186,23 +267,18 @@ async fn consumers_read_the_archive_then_the_stream_without_a_seam() -> anyhow::
         .filter(|(_, m)| m.subject.as_str() == contract::subject::POSTS)
         .map(|(w, _)| *w)
         .collect();
-    let (got, progress) = consume(
+    ensure!(!posts.is_empty(), "the capture has no posts");
+    let c = Consumer::start(
         &url,
         work.path(),
         "posts",
         &[contract::subject::POSTS],
         Start::FromSeq(1),
         &history,
-        n,
+        fast,
     )
     .await?;
-    ensure!(progress.lost == 0, "posts: {} counted lost", progress.lost);
-    ensure!(
-        !posts.is_empty() && got == posts,
-        "posts: {} applied, the capture has {}",
-        got.len(),
-        posts.len()
-    );
+    same("posts", &c.finish(n).await?, &posts, first)?;
     println!("posts: the capture's {} posts exactly", posts.len());
 
     archiver.child.terminate(Duration::from_secs(10));

@@ -58,11 +58,19 @@ pub enum Rewind {
     Stalled,
     /// The consumer was deleted on the server.
     Deleted,
+    /// The stream dropped messages this consumer had not read yet, and an archive holds
+    /// them: read from it, then the consumer recreated ([`crate::history`]).
+    Behind,
 }
 
 impl Rewind {
     /// Every reason.
-    pub const ALL: [Rewind; 3] = [Rewind::DeliveryGap, Rewind::Stalled, Rewind::Deleted];
+    pub const ALL: [Rewind; 4] = [
+        Rewind::DeliveryGap,
+        Rewind::Stalled,
+        Rewind::Deleted,
+        Rewind::Behind,
+    ];
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
@@ -70,6 +78,7 @@ impl Rewind {
             Rewind::DeliveryGap => "delivery_gap",
             Rewind::Stalled => "stalled",
             Rewind::Deleted => "deleted",
+            Rewind::Behind => "behind",
         }
     }
 }

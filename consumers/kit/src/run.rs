@@ -256,6 +256,8 @@ pub async fn run<H: Handler>(
         retry: Backoff::new(opts.consumer.retry_min, opts.consumer.retry_max),
         last_progress: Instant::now(),
         tracker,
+        history: opts.history,
+        last_behind: None,
     };
     l.run().await
 }
@@ -456,6 +458,11 @@ struct Loop<H> {
     /// When the position last moved.
     last_progress: Instant,
     tracker: Tracker,
+    /// Where messages the stream dropped before we read them are read from.
+    history: Option<std::sync::Arc<dyn History>>,
+    /// When the last [`Rewind::Behind`] read the history (one per `retry_max`, so an
+    /// archive that lags as well cannot make the loop rewind without end).
+    last_behind: Option<Instant>,
 }
 
 impl<H: Handler> Loop<H> {
@@ -676,8 +683,20 @@ impl<H: Handler> Loop<H> {
         self.metrics.acks_pending.set(0);
     }
 
-    /// The status poll; asks for a rewind when NAKed messages did not come back in time.
+    /// The status poll; asks for a rewind when NAKed messages did not come back in time,
+    /// or when the stream dropped messages not yet read and an archive holds them.
     async fn status(&mut self) -> Option<Rewind> {
+        if self.history.is_some()
+            && self
+                .last_behind
+                .is_none_or(|t| t.elapsed() > self.cfg.retry_max)
+        {
+            if let Ok(info) = self.stream.get_info().await {
+                if info.state.first_sequence > self.tracker.reached().max(self.position()) + 1 {
+                    return Some(Rewind::Behind);
+                }
+            }
+        }
         let mut p = self.progress.borrow().clone();
         self.tracker
             .poll(
@@ -710,6 +729,28 @@ impl<H: Handler> Loop<H> {
             .inc();
         self.owed.clear();
         self.last_delivery = 0;
+        let position = match (&self.history, reason) {
+            (Some(history), Rewind::Behind) => {
+                self.last_behind = Some(Instant::now());
+                let Some(worker) = self.worker.take() else {
+                    return Err(RunError::WorkerLost);
+                };
+                let worker = crate::history::catch_up(
+                    worker,
+                    history.as_ref(),
+                    &self.stream,
+                    &self.cfg,
+                    &self.metrics,
+                    &self.progress,
+                    &self.shutdown,
+                )
+                .await?;
+                let p = worker.position.seq;
+                self.worker = Some(worker);
+                p
+            }
+            _ => position,
+        };
         self.tracker.rewound(position);
         self.last_progress = Instant::now();
         loop {

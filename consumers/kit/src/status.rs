@@ -114,6 +114,11 @@ impl Tracker {
         self.received = seq;
     }
 
+    /// Every sequence up to this one was received or passed over.
+    pub fn reached(&self) -> u64 {
+        self.received.max(self.covered)
+    }
+
     /// The consumer was recreated at `position`: what was in hand is not accounted for.
     pub fn rewound(&mut self, position: u64) {
         self.covered = position.max(self.reported);
