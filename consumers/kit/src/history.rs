@@ -5,8 +5,9 @@
 //! (`archive::history`). A service plugs one in through [`crate::Options::history`]
 //! (charts and feedgen: their `[archive]` table). With one, [`crate::run`] reads the
 //! history whenever the next sequence it needs is below the stream's first: a rebuild
-//! (`--from-seq`, `--from-time`) older than the stream, or a consumer that was stopped
-//! longer than the stream keeps. The handler sees the same messages, in the same order,
+//! (`--from-seq`, `--from-time`) older than the stream, a consumer that was stopped
+//! longer than the stream keeps, or one that fell behind it while running (the status
+//! poll notices; `Rewind::Behind`). The handler sees the same messages, in the same order,
 //! as the stream would have delivered them; nothing at the seam twice, nothing missing.
 
 use crate::config;
@@ -47,8 +48,8 @@ pub enum Since {
     StoredTime(i64),
 }
 
-/// A store of the stream's past messages. Errors are the store's: the caller stops and
-/// tells the operator (a restart tries again).
+/// A store of the stream's past messages. Errors are the store's: kit waits and reads
+/// again while catching up; a `--from-time` seek that cannot read it stops, saying so.
 pub trait History: Send + Sync {
     /// What it is, for logs (never a credential).
     fn describe(&self) -> String;
@@ -97,48 +98,58 @@ pub(crate) async fn catch_up<H: Handler>(
     tracing::info!(history = %history.describe(), from_seq = from, stream_first_seq = first,
         "the stream no longer holds the next message: reading the archive");
     let mut retry = Backoff::new(cfg.retry_min, cfg.retry_max);
+    let mut store_retry = Backoff::new(cfg.retry_min, cfg.retry_max);
     let mut through = worker.position.seq;
     let mut read = 0u64;
-    loop {
-        let mut reader = history
-            .read(Since::Seq(through + 1))
-            .await
-            .map_err(RunError::History)?;
+    while !shutdown.is_cancelled() {
+        // A store error (an outage, a damaged segment) is waited out: the reader is opened
+        // again after the position, as when the archive grows.
+        let mut failed = None;
         let mut batch = Vec::with_capacity(cfg.batch);
         let (mut scanned, mut this_pass) = (0usize, 0u64);
-        while !shutdown.is_cancelled() {
-            let Some(k) = reader.next().await.map_err(RunError::History)? else {
-                break;
-            };
-            if k.seq > through + 1 {
-                let lost = k.seq - through - 1;
-                tracing::error!(after_seq = through, lost,
-                    "the archive lacks these stream messages (its gap record says why): stream messages of any subject; the figures miss at most this many");
-                metrics.retention_lost.inc_by(lost);
-                progress.send_modify(|p| p.lost += lost);
-            }
-            through = k.seq;
-            scanned += 1;
-            this_pass += 1;
-            if cfg
-                .subjects
-                .iter()
-                .any(|f| contract::subject::matches(f, &k.subject))
-            {
-                batch.push(Raw {
-                    seq: k.seq,
-                    subject: k.subject.into(),
-                    payload: k.payload,
-                    stored_ns: i128::from(k.stored_ns),
-                });
-            }
-            if scanned >= cfg.batch {
-                let full = std::mem::replace(&mut batch, Vec::with_capacity(cfg.batch));
-                worker = apply(
-                    worker, full, through, metrics, progress, &mut retry, shutdown,
-                )
-                .await?;
-                scanned = 0;
+        match history.read(Since::Seq(through + 1)).await {
+            Err(e) => failed = Some(e),
+            Ok(mut reader) => {
+                while !shutdown.is_cancelled() {
+                    let k = match reader.next().await {
+                        Ok(Some(k)) => k,
+                        Ok(None) => break,
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    };
+                    if k.seq > through + 1 {
+                        let lost = k.seq - through - 1;
+                        tracing::error!(after_seq = through, lost,
+                            "the archive lacks these stream messages (its gap record says why): stream messages of any subject; the figures miss at most this many");
+                        metrics.retention_lost.inc_by(lost);
+                        progress.send_modify(|p| p.lost += lost);
+                    }
+                    through = k.seq;
+                    scanned += 1;
+                    this_pass += 1;
+                    if cfg
+                        .subjects
+                        .iter()
+                        .any(|f| contract::subject::matches(f, &k.subject))
+                    {
+                        batch.push(Raw {
+                            seq: k.seq,
+                            subject: k.subject.into(),
+                            payload: k.payload,
+                            stored_ns: i128::from(k.stored_ns),
+                        });
+                    }
+                    if scanned >= cfg.batch {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(cfg.batch));
+                        worker = apply(
+                            worker, full, through, metrics, progress, &mut retry, shutdown,
+                        )
+                        .await?;
+                        scanned = 0;
+                    }
+                }
             }
         }
         if scanned > 0 {
@@ -149,10 +160,19 @@ pub(crate) async fn catch_up<H: Handler>(
         }
         read += this_pass;
         metrics.history.inc_by(this_pass);
-        if shutdown.is_cancelled()
-            || this_pass == 0
-            || through + 1 >= stream_first(stream, cfg).await?
-        {
+        if let Some(e) = failed {
+            let delay = store_retry.next_delay();
+            tracing::warn!(error = %Chain(e.as_ref()), history = %history.describe(), position = worker.position.seq, ?delay,
+                "the archive cannot be read; retrying after the delay");
+            through = worker.position.seq;
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(delay) => {}
+            }
+            continue;
+        }
+        store_retry.reset();
+        if this_pass == 0 || through + 1 >= stream_first(stream, cfg).await? {
             break;
         }
     }

@@ -501,3 +501,122 @@ async fn skipped_then_dropped_is_no_loss_and_a_stopped_filtered_consumer_counts_
     r.stop().await;
     assert_eq!(applied(&db).len(), 300);
 }
+
+/// An archive in memory (the archive crate's is tested in `consumers/archive`): every
+/// message of the stream as it was, whose first `fail` reads fail as a store outage would.
+struct Memory {
+    kept: Vec<kit::history::Kept>,
+    fail: std::sync::atomic::AtomicU32,
+    reads: std::sync::atomic::AtomicU32,
+}
+
+struct MemoryReader(std::vec::IntoIter<kit::history::Kept>);
+
+impl kit::history::Reader for MemoryReader {
+    fn next(
+        &mut self,
+    ) -> futures_util::future::BoxFuture<
+        '_,
+        Result<Option<kit::history::Kept>, kit::handler::BoxError>,
+    > {
+        Box::pin(async move { Ok(self.0.next()) })
+    }
+}
+
+impl kit::history::History for Memory {
+    fn describe(&self) -> String {
+        "memory".into()
+    }
+    fn first(
+        &self,
+    ) -> futures_util::future::BoxFuture<
+        '_,
+        Result<Option<kit::history::Kept>, kit::handler::BoxError>,
+    > {
+        Box::pin(async move { Ok(self.kept.first().cloned()) })
+    }
+    fn read(
+        &self,
+        since: kit::history::Since,
+    ) -> futures_util::future::BoxFuture<
+        '_,
+        Result<Box<dyn kit::history::Reader>, kit::handler::BoxError>,
+    > {
+        use std::sync::atomic::Ordering::SeqCst;
+        Box::pin(async move {
+            self.reads.fetch_add(1, SeqCst);
+            if self
+                .fail
+                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err("the store is away".into());
+            }
+            let kit::history::Since::Seq(from) = since else {
+                return Err("only sequences here".into());
+            };
+            let rest: Vec<_> = self
+                .kept
+                .iter()
+                .filter(|k| k.seq >= from)
+                .cloned()
+                .collect();
+            Ok(Box::new(MemoryReader(rest.into_iter())) as Box<dyn kit::history::Reader>)
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_consumer_stopped_past_the_retention_reads_the_history_through_its_outage() {
+    let nats = testkit::NatsServer::start().unwrap();
+    let js = own_stream(&nats, 1000).await;
+    publish(&js, 0..50, "app.bsky.feed.like").await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let mut r = start(&nats.url(), options(&db, |_| {}), Recorder::default()).await;
+    kit::testing::wait_caught_up(&mut r.progress, 50, WAIT)
+        .await
+        .unwrap();
+    r.stop().await;
+    // Stopped while 300 more arrive; the archive has them all, the stream only 251..=350.
+    publish(&js, 50..350, "app.bsky.feed.like").await;
+    let stream = js.get_stream("BSKY").await.unwrap();
+    let mut kept = Vec::new();
+    for seq in 1..=350 {
+        let m = stream.direct_get(seq).await.unwrap();
+        kept.push(kit::history::Kept {
+            seq,
+            subject: m.subject.to_string(),
+            payload: m.payload.clone(),
+            stored_ns: i64::try_from(m.time.unix_timestamp_nanos()).unwrap(),
+        });
+    }
+    stream.purge().sequence(251).await.unwrap();
+    let history = Arc::new(Memory {
+        kept,
+        fail: 2.into(),
+        reads: 0.into(),
+    });
+    let with_history = |o: &mut kit::Options| o.history = Some(history.clone());
+    let mut r = start(&nats.url(), options(&db, with_history), Recorder::default()).await;
+    let p = kit::testing::wait_caught_up(&mut r.progress, 350, WAIT)
+        .await
+        .unwrap();
+    assert_eq!((p.lost, r.metrics.retention_lost.get()), (0, 0));
+    assert_eq!(
+        r.metrics.history.get(),
+        300,
+        "51..=350: to the history's end, past the stream's start at 251"
+    );
+    assert_eq!(
+        history.reads.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "two failed reads, then one that went to the end"
+    );
+    r.stop().await;
+    assert_eq!(
+        applied(&db),
+        (1..=350).map(|s| (s, 1)).collect::<Vec<_>>(),
+        "once each, in order, across the seam at 251"
+    );
+}
