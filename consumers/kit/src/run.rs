@@ -83,8 +83,9 @@ pub enum RunError {
     /// `--from-time` cannot be honoured.
     #[error("--from-time: {0}")]
     Rebuild(String),
-    /// The archive cannot be read (a restart tries again).
-    #[error("reading the archive")]
+    /// A `--from-time` the stream no longer reaches cannot be sought in the archive (its
+    /// store failed): a restart tries again. Catching up waits out such failures instead.
+    #[error("--from-time: reading the archive")]
     History(#[source] BoxError),
     /// The handler panicked (a bug); nothing of its batch was committed.
     #[error("the handler panicked")]
