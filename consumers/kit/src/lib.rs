@@ -51,6 +51,7 @@ pub mod metrics;
 pub mod run;
 pub mod seek;
 pub mod serve;
+mod start;
 pub mod state;
 pub mod status;
 #[cfg(feature = "testing")]
