@@ -102,6 +102,10 @@ pub struct Client {
     pub consumer_prefix: String,
     /// Largest message accepted from a client (`options_update` with 10,000 DIDs is ~400 KB).
     pub max_client_message_bytes: usize,
+    /// Clients reading the archive at once (a cursor older than the stream); each holds
+    /// one compressed segment (up to the archiver's `segment.max_bytes`, 64 MiB by
+    /// default). Others wait their turn.
+    pub archive_readers: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -134,6 +138,7 @@ impl Default for Config {
                 stuck_timeout: Duration::from_secs(30),
                 consumer_prefix: "gateway".into(),
                 max_client_message_bytes: 1 << 20,
+                archive_readers: 4,
             },
             archive: archive::history::ArchiveHistory::table_default(),
             log: Log {
@@ -296,6 +301,9 @@ impl Config {
         }
         if self.client.max_client_message_bytes < 4096 {
             return bad("client.max_client_message_bytes", "must be at least 4096");
+        }
+        if self.client.archive_readers == 0 {
+            return bad("client.archive_readers", "must be > 0");
         }
         archive::history::check_table(&self.archive)
     }

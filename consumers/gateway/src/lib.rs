@@ -146,6 +146,7 @@ pub async fn serve(
             stream,
             client: config.client.clone(),
             history,
+            archive_slots: Arc::new(Semaphore::new(config.client.archive_readers)),
             metrics,
             shutdown: shutdown.clone(),
         }),

@@ -19,7 +19,8 @@
 //!   bytes, and the next one leaves only when the pump has handed the last one over; the
 //!   pump hands a message over only when the client's buffer has room, counted in payload
 //!   bytes ([`Budget`]). Per client that is at most two buffers of payload (one pulled, one
-//!   buffered), or one larger message pulled alone. A slow client makes its own pulls
+//!   buffered), or one larger message pulled alone; a client reading the archive also
+//!   holds one compressed segment, and only `client.archive_readers` do at once. A slow client makes its own pulls
 //!   wait; nothing grows in the gateway. A consumer a stuck client leaves idle for
 //!   [`INACTIVE`] is removed by the server and recreated at the next sequence.
 //! - **Failures.** Every pull asks for an idle heartbeat every [`HEARTBEAT`]: a server
@@ -172,6 +173,8 @@ pub struct Pump {
     pub start: Start,
     /// `[archive]`: where [`Start::archive`] is read.
     pub history: Option<Arc<dyn History>>,
+    /// Taken while reading the archive (`client.archive_readers`).
+    pub archive_slots: Arc<Semaphore>,
     pub pull_batch: usize,
     pub budget: Budget,
     /// Consumer names are `<prefix>-<instance>-<n>`.
@@ -224,10 +227,15 @@ impl Pump {
     ) -> Result<(), PumpError> {
         let mut from = self.start.from;
         if let (Some(since), Some(history)) = (self.start.archive, &self.history) {
-            match self
+            let slot = tokio::select! {
+                slot = self.archive_slots.clone().acquire_owned() => slot.ok(),
+                _ = tx.closed() => return Ok(()),
+            };
+            let read = self
                 .read_archive(history.as_ref(), since, &mut filters, &tx)
-                .await?
-            {
+                .await;
+            drop(slot);
+            match read? {
                 None => return Ok(()),
                 Some(Some(next)) => from = From::Seq(next),
                 Some(None) => {}

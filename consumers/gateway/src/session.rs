@@ -36,6 +36,8 @@ pub struct Shared {
     pub client: crate::config::Client,
     /// `[archive]`, for cursors older than the stream.
     pub history: Option<Arc<dyn kit::history::History>>,
+    /// `client.archive_readers`: one permit per client reading the archive.
+    pub archive_slots: Arc<tokio::sync::Semaphore>,
     pub metrics: Metrics,
     pub shutdown: CancellationToken,
 }
@@ -175,6 +177,7 @@ impl Session<'_> {
             stream: self.shared.stream.clone(),
             start,
             history: self.shared.history.clone(),
+            archive_slots: self.shared.archive_slots.clone(),
             pull_batch: self.shared.client.pull_batch,
             budget: budget.clone(),
             consumer_prefix: self.shared.client.consumer_prefix.clone(),

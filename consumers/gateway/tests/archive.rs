@@ -3,7 +3,8 @@
 //! set, a client with a sequence cursor or a time cursor older than the stream receives
 //! exactly what the gateway sent before the purge, byte for byte (the archive keeps each
 //! message's sequence and storage time), across the seam into the stream; filters apply
-//! to the archived part too. Without, the cursor is clamped.
+//! to the archived part too, and clients beyond `client.archive_readers` wait their turn.
+//! Without an archive the cursor is clamped.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
@@ -69,16 +70,27 @@ async fn cursors_older_than_the_stream_read_the_archive_then_the_stream() {
 
     let mut config = common::config(&url);
     config.archive.url = dir.path().display().to_string();
+    config.client.archive_readers = 1;
     let gw = Gateway::start(config).await;
     let tail =
         |from: u64| -> Vec<Value> { want.iter().filter(|v| cursor(v) >= from).cloned().collect() };
 
-    // Sequence cursors: from the start, and from inside the archived part.
-    assert!(read_until(&gw, "cursor=1", 152).await == want, "cursor=1");
-    for from in [37, KEEP_FROM - 1] {
-        let got = read_until(&gw, &format!("cursor={from}"), 152).await;
-        assert!(got == tail(from), "cursor={from}: {} events", got.len());
-    }
+    // Sequence cursors: from the start, and from inside the archived part; three clients
+    // at once through one archive reader's slot (the others wait their turn).
+    let near_the_seam = format!("cursor={}", KEEP_FROM - 1);
+    let (a, b, c) = tokio::join!(
+        read_until(&gw, "cursor=1", 152),
+        read_until(&gw, "cursor=37", 152),
+        read_until(&gw, &near_the_seam, 152),
+    );
+    assert!(a == want, "cursor=1");
+    assert!(b == tail(37), "cursor=37: {} events", b.len());
+    assert!(
+        c == tail(KEEP_FROM - 1),
+        "cursor={}: {} events",
+        KEEP_FROM - 1,
+        c.len()
+    );
 
     // Time cursors (storage time, as sent): the first event's, and one inside the archive.
     for i in [0, 60] {
