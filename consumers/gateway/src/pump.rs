@@ -20,8 +20,8 @@
 //!   pump hands a message over only when the client's buffer has room, counted in payload
 //!   bytes ([`Budget`]). Per client that is at most two buffers of payload (one pulled, one
 //!   buffered), or one larger message pulled alone; a client reading the archive also
-//!   holds one compressed segment, and only `client.archive_readers` do at once. A slow client makes its own pulls
-//!   wait; nothing grows in the gateway. A consumer a stuck client leaves idle for
+//!   holds one compressed segment, and only `client.archive_readers` do at once. A slow
+//!   client makes its own pulls wait; nothing grows in the gateway. A consumer a stuck client leaves idle for
 //!   [`INACTIVE`] is removed by the server and recreated at the next sequence.
 //! - **Failures.** Every pull asks for an idle heartbeat every [`HEARTBEAT`]: a server
 //!   that died or restarted, or a consumer that is gone, is noticed within two of them,
@@ -416,6 +416,8 @@ impl Pump {
         tx: &mpsc::Sender<Outgoing>,
     ) -> Result<Option<Option<u64>>, PumpError> {
         let mut next = None;
+        let mut current = filters.borrow_and_update().clone();
+        let mut subjects = current.subjects();
         loop {
             let last = self.stream.get_info().await.map_err(PumpError::Info)?.state;
             let mut reader = history.read(since).await.map_err(PumpError::Archive)?;
@@ -423,12 +425,15 @@ impl Pump {
             while let Some(k) = reader.next().await.map_err(PumpError::Archive)? {
                 read += 1;
                 next = Some(k.seq + 1);
-                if filters.has_changed().is_err() {
-                    return Ok(None);
+                match filters.has_changed() {
+                    Err(_) => return Ok(None),
+                    Ok(false) => {}
+                    Ok(true) => {
+                        current = filters.borrow_and_update().clone();
+                        subjects = current.subjects();
+                    }
                 }
-                let current = filters.borrow_and_update().clone();
-                if !current
-                    .subjects()
+                if !subjects
                     .iter()
                     .any(|f| contract::subject::matches(f, &k.subject))
                 {
