@@ -1,6 +1,6 @@
 //! The archive as kit's [`kit::history::History`]: what a consumer reads, before the
-//! stream, when the stream no longer holds the next message it needs. charts and feedgen
-//! open it from their `[archive]` table ([`ArchiveHistory::open`]).
+//! stream, when the stream no longer holds the next message it needs. charts, feedgen and
+//! the gateway open it from their `[archive]` table ([`ArchiveHistory::from_table`]).
 
 use crate::reader::{Archive, From, Replay};
 use crate::store::{Store, StoreConfig};
