@@ -91,7 +91,9 @@ pub(crate) async fn catch_up<H: Handler>(
     shutdown: &CancellationToken,
 ) -> Result<Worker<H>, RunError> {
     let from = worker.position.seq + 1;
-    let first = stream_first(stream, cfg).await?;
+    let Some(first) = stream_first(stream).await else {
+        return Ok(worker);
+    };
     if from >= first {
         return Ok(worker);
     }
@@ -172,7 +174,9 @@ pub(crate) async fn catch_up<H: Handler>(
             continue;
         }
         store_retry.reset();
-        if this_pass == 0 || through + 1 >= stream_first(stream, cfg).await? {
+        // Unknown (the stream cannot be asked): go on from the stream; the loop's status
+        // poll comes back here if the stream started past the position.
+        if this_pass == 0 || stream_first(stream).await.is_none_or(|f| through + 1 >= f) {
             break;
         }
     }
@@ -184,14 +188,15 @@ pub(crate) async fn catch_up<H: Handler>(
     Ok(worker)
 }
 
-/// The stream's first sequence now.
-async fn stream_first(stream: &Stream, cfg: &config::Consumer) -> Result<u64, RunError> {
-    let mut stream = stream.clone();
-    let info = stream.info().await.map_err(|e| RunError::Stream {
-        stream: cfg.stream.clone(),
-        source: e.into(),
-    })?;
-    Ok(info.state.first_sequence)
+/// The stream's first sequence now; `None` (logged) when the stream cannot be asked.
+async fn stream_first(stream: &Stream) -> Option<u64> {
+    match stream.get_info().await {
+        Ok(info) => Some(info.state.first_sequence),
+        Err(e) => {
+            tracing::warn!(error = %Chain(&e), "stream info failed; not reading the archive now");
+            None
+        }
+    }
 }
 
 /// One batch of kept messages, committed with the position `through`; a transient failure
