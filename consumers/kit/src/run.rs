@@ -567,27 +567,36 @@ impl<H: Handler> Loop<H> {
     /// The status poll; asks for a rewind when NAKed messages did not come back in time,
     /// or when the stream dropped messages not yet read and an archive holds them.
     async fn status(&mut self) -> Option<Rewind> {
-        if self.history.is_some()
-            && self
-                .last_behind
-                .is_none_or(|t| t.elapsed() > self.cfg.retry_max)
-        {
-            if let Ok(info) = self.stream.get_info().await {
-                if info.state.first_sequence > self.tracker.reached().max(self.position()) + 1 {
-                    return Some(Rewind::Behind);
-                }
+        let state = match self.stream.get_info().await {
+            Ok(info) => Some(info.state),
+            Err(e) => {
+                tracing::warn!(error = %e, "stream info failed; lag not updated");
+                None
+            }
+        };
+        if let Some(state) = &state {
+            let behind = state.first_sequence > self.tracker.reached().max(self.position()) + 1;
+            let may_read_history = self.history.is_some()
+                && self
+                    .last_behind
+                    .is_none_or(|t| t.elapsed() > self.cfg.retry_max);
+            if behind && may_read_history {
+                return Some(Rewind::Behind);
             }
         }
         let mut p = self.progress.borrow().clone();
-        self.tracker
-            .poll(
-                &self.stream,
-                &mut self.consumer,
-                self.last_delivery,
-                &mut p,
-                &self.metrics,
-            )
-            .await;
+        if let Some(state) = &state {
+            self.tracker
+                .poll(
+                    state,
+                    &self.stream,
+                    &mut self.consumer,
+                    self.last_delivery,
+                    &mut p,
+                    &self.metrics,
+                )
+                .await;
+        }
         self.progress.send_replace(p);
         let patience = self.cfg.ack_wait + self.cfg.retry_max * 2;
         (!self.owed.is_empty() && self.last_progress.elapsed() > patience)

@@ -194,25 +194,19 @@ impl Tracker {
         }
     }
 
-    /// Asks the stream and the consumer, and fills `progress` (position fields are the
-    /// caller's). Errors are logged and leave the previous values.
+    /// Asks the consumer, and fills `progress` (position fields are the caller's) from its
+    /// answer and the stream's `state`, which the caller read just before: stream first,
+    /// consumer second, so "nothing pending" covers the stream's last sequence as read.
+    /// Errors are logged and leave the previous values.
     pub async fn poll(
         &mut self,
+        state: &async_nats::jetstream::stream::State,
         stream: &Stream,
         consumer: &mut PullConsumer,
         our_delivery: u64,
         progress: &mut Progress,
         metrics: &Metrics,
     ) {
-        // Stream first, consumer second: "nothing pending" then covers the stream's last
-        // sequence as read.
-        let state = match stream.get_info().await {
-            Ok(info) => info.state,
-            Err(e) => {
-                tracing::warn!(error = %e, "stream info failed; lag not updated");
-                return;
-            }
-        };
         let info = match consumer.info().await {
             Ok(info) => info.clone(),
             Err(e) => {
