@@ -304,10 +304,18 @@ async fn transient_failures_are_retried_in_order() {
     );
 }
 
-#[tokio::test]
-async fn a_loss_to_retention_is_detected_at_start() {
+/// A consumer that applied 50 messages and was stopped while 300 more arrived, on a stream
+/// keeping at most `max_messages`: the server, the stream, the directory and the database.
+async fn stopped_while_300_arrive(
+    max_messages: i64,
+) -> (
+    testkit::NatsServer,
+    jetstream::Context,
+    tempfile::TempDir,
+    std::path::PathBuf,
+) {
     let nats = testkit::NatsServer::start().unwrap();
-    let js = own_stream(&nats, 100).await;
+    let js = own_stream(&nats, max_messages).await;
     publish(&js, 0..50, "app.bsky.feed.like").await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("t.db");
@@ -316,8 +324,14 @@ async fn a_loss_to_retention_is_detected_at_start() {
         .await
         .unwrap();
     r.stop().await;
-    // Stopped while 300 more arrive; the stream keeps the last 100 (251..=350).
     publish(&js, 50..350, "app.bsky.feed.like").await;
+    (nats, js, dir, db)
+}
+
+#[tokio::test]
+async fn a_loss_to_retention_is_detected_at_start() {
+    // Stopped while 300 more arrive; the stream keeps the last 100 (251..=350).
+    let (nats, _js, _dir, db) = stopped_while_300_arrive(100).await;
     let mut r = start(&nats.url(), options(&db, |_| {}), Recorder::default()).await;
     let p = kit::testing::wait_caught_up(&mut r.progress, 350, WAIT)
         .await
@@ -568,18 +582,8 @@ impl kit::history::History for Memory {
 
 #[tokio::test]
 async fn a_consumer_stopped_past_the_retention_reads_the_history_through_its_outage() {
-    let nats = testkit::NatsServer::start().unwrap();
-    let js = own_stream(&nats, 1000).await;
-    publish(&js, 0..50, "app.bsky.feed.like").await;
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("t.db");
-    let mut r = start(&nats.url(), options(&db, |_| {}), Recorder::default()).await;
-    kit::testing::wait_caught_up(&mut r.progress, 50, WAIT)
-        .await
-        .unwrap();
-    r.stop().await;
     // Stopped while 300 more arrive; the archive has them all, the stream only 251..=350.
-    publish(&js, 50..350, "app.bsky.feed.like").await;
+    let (nats, js, _dir, db) = stopped_while_300_arrive(1000).await;
     let stream = js.get_stream("BSKY").await.unwrap();
     let mut kept = Vec::new();
     for seq in 1..=350 {
