@@ -182,6 +182,12 @@ impl Archive {
         Ok(entries.into_iter().map(|(_, e)| e).collect())
     }
 
+    /// The last stream sequence the archive accounts for (a segment or a gap record); 0
+    /// when it is empty.
+    pub async fn end(&self) -> Result<u64, ArchiveError> {
+        Ok(self.manifest().await?.last().map_or(0, Entry::last_seq))
+    }
+
     /// A segment's bytes, checked against the manifest's checksum.
     pub async fn segment_bytes(&self, s: &SegmentEntry) -> Result<bytes::Bytes, ArchiveError> {
         let bytes = self.get(&s.key).await?;

@@ -29,12 +29,7 @@ async fn archive_all(nats_url: &str, dir: &std::path::Path, last: u64) {
     let reader = archive::reader::Archive::new(archive::store::Store::open(&config.store).unwrap());
     let start = Instant::now();
     loop {
-        let end = reader
-            .manifest()
-            .await
-            .ok()
-            .and_then(|m| m.last().map(archive::format::Entry::last_seq))
-            .unwrap_or(0);
+        let end = reader.end().await.unwrap_or(0);
         if end >= last {
             break;
         }

@@ -238,12 +238,7 @@ pub async fn wait_archived(
 ) -> anyhow::Result<()> {
     let start = Instant::now();
     loop {
-        let last = archive
-            .manifest()
-            .await
-            .ok()
-            .and_then(|m| m.last().map(Entry::last_seq))
-            .unwrap_or(0);
+        let last = archive.end().await.unwrap_or(0);
         if last >= n {
             return Ok(());
         }
