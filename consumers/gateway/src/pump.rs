@@ -418,8 +418,10 @@ impl Pump {
         let mut next = None;
         let mut current = filters.borrow_and_update().clone();
         let mut subjects = current.subjects();
+        // The stream as it was before each pass: its last sequence for the clients' lag,
+        // its first for whether another pass is needed.
+        let mut state = self.stream.get_info().await.map_err(PumpError::Info)?.state;
         loop {
-            let last = self.stream.get_info().await.map_err(PumpError::Info)?.state;
             let mut reader = history.read(since).await.map_err(PumpError::Archive)?;
             let mut read = 0u64;
             while let Some(k) = reader.next().await.map_err(PumpError::Archive)? {
@@ -439,7 +441,7 @@ impl Pump {
                 {
                     continue;
                 }
-                let pending = last.last_sequence.saturating_sub(k.seq);
+                let pending = state.last_sequence.saturating_sub(k.seq);
                 let stored_us = k.stored_ns / 1000;
                 let sent = self
                     .offer(
@@ -450,15 +452,9 @@ impl Pump {
                     return Ok(None);
                 }
             }
-            let first = self
-                .stream
-                .get_info()
-                .await
-                .map_err(PumpError::Info)?
-                .state
-                .first_sequence;
+            state = self.stream.get_info().await.map_err(PumpError::Info)?.state;
             match next {
-                Some(n) if read > 0 && n < first => since = Since::Seq(n),
+                Some(n) if read > 0 && n < state.first_sequence => since = Since::Seq(n),
                 _ => return Ok(Some(next)),
             }
         }
