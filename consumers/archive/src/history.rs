@@ -41,7 +41,7 @@ impl ArchiveHistory {
     pub fn from_table(
         config: &StoreConfig,
     ) -> Result<Option<std::sync::Arc<dyn History>>, service::config::ConfigError> {
-        if config.url.trim().is_empty() {
+        if unset(config) {
             return Ok(None);
         }
         Ok(Some(std::sync::Arc::new(ArchiveHistory::open(
@@ -58,6 +58,11 @@ impl ArchiveHistory {
     }
 }
 
+/// A consumer's `[archive]` table names no archive: its `url` is empty.
+fn unset(config: &StoreConfig) -> bool {
+    config.url.trim().is_empty()
+}
+
 /// `--help`'s note on a consumer's `archive.url`.
 pub const URL_HINT: &str =
     "empty: none; else the archiver's store.url (a directory, s3://bucket/prefix)";
@@ -65,7 +70,7 @@ pub const URL_HINT: &str =
 /// Checks a consumer's `[archive]` table (nothing when `url` is empty); the message names
 /// `archive.<key>`.
 pub fn check_table(config: &StoreConfig) -> Result<(), service::config::ConfigError> {
-    if config.url.trim().is_empty() {
+    if unset(config) {
         return Ok(());
     }
     config.check().map_err(|e| e.under("store", "archive"))
@@ -73,7 +78,7 @@ pub fn check_table(config: &StoreConfig) -> Result<(), service::config::ConfigEr
 
 /// A consumer's `[archive]` table, as a log line: `none`, or where it is.
 pub fn summary(config: &StoreConfig) -> String {
-    if config.url.trim().is_empty() {
+    if unset(config) {
         "none".into()
     } else {
         config.summary()
