@@ -266,6 +266,19 @@ mod tests {
         "BSKY_CHARTS_TEST_UNUSED_PREFIX_"
     }
 
+    /// Loads `toml` as the `--config` file, with no environment.
+    fn load_toml(toml: &str) -> Result<(Config, Start), ConfigError> {
+        let mut f = tempfile::NamedTempFile::new().expect("tmp");
+        writeln!(f, "{toml}").expect("w");
+        let flags = Flags {
+            common: kit::config::ConsumerFlags {
+                config: Some(f.path().to_path_buf()),
+                ..Default::default()
+            },
+        };
+        Config::load_from(&flags, no_env())
+    }
+
     #[test]
     fn help_lists_every_key() -> Result<(), Box<figment::Error>> {
         use clap::CommandFactory;
@@ -308,31 +321,13 @@ mod tests {
         assert_eq!(c.state.path, std::path::PathBuf::from("/tmp/x.db"));
         assert_eq!(start, Start::FromTime(1_783_123_200_000_000));
 
-        let mut f = tempfile::NamedTempFile::new().expect("tmp");
-        writeln!(f, "[http]\nlisten = \"x\"\nport = 1").expect("w");
-        let flags = Flags {
-            common: kit::config::ConsumerFlags {
-                config: Some(f.path().to_path_buf()),
-                ..Default::default()
-            },
-        };
-        let e = Config::load_from(&flags, no_env()).expect_err("unknown key");
+        let e = load_toml("[http]\nlisten = \"x\"\nport = 1").expect_err("unknown key");
         assert!(e.to_string().contains("port"), "{e}");
     }
 
     #[test]
     fn the_archive_is_off_by_default_and_its_keys_are_named_as_ours() {
-        let load = |toml: &str| {
-            let mut f = tempfile::NamedTempFile::new().expect("tmp");
-            writeln!(f, "{toml}").expect("w");
-            let flags = Flags {
-                common: kit::config::ConsumerFlags {
-                    config: Some(f.path().to_path_buf()),
-                    ..Default::default()
-                },
-            };
-            Config::load_from(&flags, no_env()).map(|(c, _)| c)
-        };
+        let load = |toml: &str| load_toml(toml).map(|(c, _)| c);
         let c = load("").expect("defaults");
         assert!(c.archive.url.is_empty());
         assert!(c.summary().contains("archive=none"), "{}", c.summary());
