@@ -67,9 +67,13 @@ CREATE TABLE IF NOT EXISTS hourly (
     deletes INTEGER NOT NULL DEFAULT 0, new_accounts INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS daily (day INTEGER PRIMARY KEY, users INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS daily_user (
+CREATE TABLE IF NOT EXISTS daily_user (     -- members of closed days (users.rs)
     day INTEGER NOT NULL, did_hash INTEGER NOT NULL, PRIMARY KEY (day, did_hash)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS daily_user_open (   -- members of open days, in arrival order
+    day INTEGER NOT NULL, did_hash INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS daily_user_open_day ON daily_user_open (day);
 CREATE TABLE IF NOT EXISTS langs (
     day INTEGER NOT NULL, lang TEXT NOT NULL, posts INTEGER NOT NULL, PRIMARY KEY (day, lang)
 ) WITHOUT ROWID;
@@ -258,6 +262,7 @@ impl Handler for Charts {
         for table in [
             "daily",
             "daily_user",
+            "daily_user_open",
             "langs",
             "day_newest",
             "clock_skipped",
