@@ -1,6 +1,8 @@
 //! The real `charts` binary killed with SIGKILL mid-stream, twice, and restarted: its
 //! final tables equal those of an uninterrupted run. Then a `--from-time` rebuild over the
-//! uninterrupted database changes nothing either.
+//! uninterrupted database changes nothing either. The capture spans six UTC days, so days
+//! close (their members move to the keyed table) between the kills, and a restarted process
+//! closes days the killed one left open.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
@@ -46,7 +48,9 @@ fn position(db: &Path) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_stream_then_restart_gives_the_same_tables() {
-    let (capture, report) = common::two_days();
+    // 50,000 ops at one every ten seconds of event time: about 5.8 days from 20:00Z.
+    let (capture, report) =
+        kit::testing::synth(50_000, 20261128, 1_783_195_200_000_000, 0.1).unwrap();
     let pipeline = ingest::testing::Pipeline::start(capture, Default::default())
         .await
         .unwrap();
@@ -63,6 +67,11 @@ async fn kill_9_mid_stream_then_restart_gives_the_same_tables() {
     charts.stop().await;
     let want = common::tables(&reference);
     assert!(want.hours.len() >= 12);
+    assert!(
+        want.days.len() >= 6,
+        "{} days: too few to close any",
+        want.days.len()
+    );
 
     let db = dir.path().join("crashed.db");
     let port = testkit::free_port().unwrap();
