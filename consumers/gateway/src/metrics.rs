@@ -126,7 +126,7 @@ impl Metrics {
         );
         r.register(
             "cursor_clamped",
-            "Clients whose cursor was older than the stream: they start at its first message",
+            "Clients whose cursor was older than everything kept (the stream, or the archive when there is one): they start at the oldest message kept",
             self.cursor_clamped.clone(),
         );
         r.register(

@@ -10,8 +10,10 @@
 //!   the stream: the live tail. One older than the stream: with `[archive]` set, the
 //!   archive from the cursor to its end, then the stream at exactly the next sequence
 //!   ([`Pump::read_archive`]; the archive keeps each message's sequence and storage time,
-//!   so what is sent is what the stream sent); without, the stream's first message, and
-//!   the clamp is counted (`bsky_gateway_cursor_clamped_total`).
+//!   so what is sent is what the stream sent); without, the stream's first message. Either
+//!   way a client that misses messages (neither the stream nor the archive holds them any
+//!   more) is counted (`bsky_gateway_cursor_clamped_total`); one older than a stream that
+//!   still holds sequence 1 misses nothing.
 //! - **What is sent.** Each payload with `time_us` set to the message's storage time and
 //!   `"cursor"` to its sequence ([`crate::event`]): both follow stream order, so a client
 //!   resuming from either loses nothing.
@@ -118,7 +120,8 @@ pub enum From {
 pub struct Start {
     /// Where in the stream (after the archive, if [`Start::archive`]).
     pub from: From,
-    /// The cursor was older than the stream and there is no archive.
+    /// The cursor was older than the stream, which no longer holds sequence 1, and there
+    /// is no archive.
     pub clamped: bool,
     /// The cursor was older than the stream: read the archive from here first.
     pub archive: Option<Since>,
@@ -144,8 +147,11 @@ pub async fn start(
     let (from, older) = match cursor {
         None => (tail, None),
         Some(Cursor::Seq(seq)) if seq > state.last_sequence => (tail, None),
-        Some(Cursor::Seq(seq)) if seq < state.first_sequence => (first, Some(Since::Seq(seq))),
-        Some(Cursor::Seq(seq)) => (From::Seq(seq), None),
+        // Sequence 0 does not exist: it means the first message, and loses nothing.
+        Some(Cursor::Seq(seq)) if seq.max(1) < state.first_sequence => {
+            (first, Some(Since::Seq(seq.max(1))))
+        }
+        Some(Cursor::Seq(seq)) => (From::Seq(seq.max(1)), None),
         Some(Cursor::Time(t)) if t > now_us() => (tail, None),
         Some(Cursor::Time(t)) => {
             let first_us = i64::try_from(state.first_timestamp.unix_timestamp_nanos() / 1000)
@@ -154,6 +160,8 @@ pub async fn start(
             let older = state.messages > 0 && t < first_us;
             match async_nats::datetime::from_nanos(i128::from(t) * 1000) {
                 Ok(time) if !older => (From::Time(time), None),
+                // A stream that still holds sequence 1 holds everything: nothing is older.
+                _ if state.first_sequence <= 1 => (first, None),
                 _ => (first, older.then_some(Since::StoredTime(t))),
             }
         }
@@ -163,6 +171,18 @@ pub async fn start(
         clamped: older.is_some() && !archive,
         archive: older.filter(|_| archive),
     })
+}
+
+/// Whether a client that asked for `asked` and whose first archived message is `first`
+/// lost messages before it: a sequence cursor below it, or a time cursor older than the
+/// whole archive when the archive does not start at the stream's sequence 1.
+async fn older_than_archive(history: &dyn History, asked: Since, first: u64) -> bool {
+    match asked {
+        Since::Seq(n) => first > n,
+        Since::StoredTime(_) | Since::EventTime(_) => {
+            first > 1 && matches!(history.first().await, Ok(Some(k)) if k.seq == first)
+        }
+    }
 }
 
 /// What the pump needs besides its channel.
@@ -179,6 +199,8 @@ pub struct Pump {
     pub budget: Budget,
     /// Consumer names are `<prefix>-<instance>-<n>`.
     pub consumer_prefix: String,
+    /// `bsky_gateway_cursor_clamped_total`, for a cursor older than the archive too.
+    pub clamped: prometheus_client::metrics::counter::Counter,
 }
 
 /// How a consumer's reading ended.
@@ -415,6 +437,7 @@ impl Pump {
         filters: &mut watch::Receiver<Arc<Filters>>,
         tx: &mpsc::Sender<Outgoing>,
     ) -> Result<Option<Option<u64>>, PumpError> {
+        let asked = since;
         let mut next = None;
         let mut current = filters.borrow_and_update().clone();
         let mut subjects = current.subjects();
@@ -425,6 +448,9 @@ impl Pump {
             let mut reader = history.read(since).await.map_err(PumpError::Archive)?;
             let mut read = 0u64;
             while let Some(k) = reader.next().await.map_err(PumpError::Archive)? {
+                if next.is_none() && older_than_archive(history, asked, k.seq).await {
+                    self.clamped.inc();
+                }
                 read += 1;
                 next = Some(k.seq + 1);
                 match filters.has_changed() {
@@ -451,6 +477,10 @@ impl Pump {
                 if !sent {
                     return Ok(None);
                 }
+            }
+            if next.is_none() && matches!(asked, Since::Seq(_)) {
+                // Nothing kept at or after the cursor, and the stream starts after it.
+                self.clamped.inc();
             }
             state = self.stream.get_info().await.map_err(PumpError::Info)?.state;
             match next {

@@ -181,6 +181,7 @@ impl Session<'_> {
             pull_batch: self.shared.client.pull_batch,
             budget: budget.clone(),
             consumer_prefix: self.shared.client.consumer_prefix.clone(),
+            clamped: self.shared.metrics.cursor_clamped.clone(),
         };
         let mut task = tokio::spawn(pump.run(filters_rx, tx));
         let ended = self.pipe(rx, &filters_tx, &budget, &mut task).await;

@@ -4,7 +4,7 @@
 //! exactly what the gateway sent before the purge, byte for byte (the archive keeps each
 //! message's sequence and storage time), across the seam into the stream; filters apply
 //! to the archived part too, and clients beyond `client.archive_readers` wait their turn.
-//! Without an archive the cursor is clamped.
+//! Without an archive the cursor is clamped, and so is one older than the archive itself.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
@@ -38,6 +38,19 @@ async fn archive_all(nats_url: &str, dir: &std::path::Path, last: u64) {
     }
     shutdown.cancel();
     task.await.unwrap().unwrap();
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
 }
 
 fn cursor(v: &Value) -> u64 {
@@ -117,7 +130,44 @@ async fn cursors_older_than_the_stream_read_the_archive_then_the_stream() {
     )
     .await;
     assert!(got == posts, "posts: {} of {}", got.len(), posts.len());
+    // Cursor 0 means the first message: nothing is lost.
+    let got = read_until(&gw, "cursor=0", 152).await;
+    assert!(got == want, "cursor=0: {} events", got.len());
     assert_eq!(gw.metric("bsky_gateway_cursor_clamped_total").await, 0.0);
+
+    // An archive whose first segment is gone: cursors older than what it keeps start at
+    // its first message and are counted as clamped; a cursor inside it is not.
+    let late = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), late.path());
+    let entry = late.path().join(archive::format::manifest_key(1));
+    let first_entry: Value = serde_json::from_slice(&std::fs::read(&entry).unwrap()).unwrap();
+    let kept_from = first_entry["last_seq"].as_u64().unwrap() + 1;
+    assert!(
+        kept_from > 1 && kept_from < KEEP_FROM,
+        "kept from {kept_from}"
+    );
+    std::fs::remove_file(late.path().join(first_entry["key"].as_str().unwrap())).unwrap();
+    std::fs::remove_file(&entry).unwrap();
+    let mut config = common::config(&url);
+    config.archive.url = late.path().display().to_string();
+    let gw_late = Gateway::start(config).await;
+    let clamped = || gw_late.metric("bsky_gateway_cursor_clamped_total");
+    let got = read_until(&gw_late, "cursor=1", 152).await;
+    assert!(got == tail(kept_from), "cursor=1: {} events", got.len());
+    assert_eq!(clamped().await, 1.0);
+    let t0 = want[0]["time_us"].as_i64().unwrap();
+    let got = read_until(&gw_late, &format!("cursor={t0}"), 152).await;
+    assert!(
+        got == tail(kept_from),
+        "time cursor {t0}: {} events",
+        got.len()
+    );
+    assert_eq!(clamped().await, 2.0);
+    let inside = format!("cursor={}", kept_from + 3);
+    let got = read_until(&gw_late, &inside, 152).await;
+    assert!(got == tail(kept_from + 3), "{inside}: {} events", got.len());
+    assert_eq!(clamped().await, 2.0);
+    gw_late.stop().await;
 
     // Without an archive the same cursor starts at the stream's first message, clamped.
     let got = read_until(&plain, "cursor=1", 152).await;
