@@ -106,6 +106,7 @@ pub async fn run(
         open: None,
         last_delivery: 0,
         line: Vec::new(),
+        stream_created: None,
         config,
     };
     let Some(position) = a.reconcile().await? else {
@@ -134,6 +135,9 @@ struct Archiver {
     open: Option<Open>,
     last_delivery: u64,
     line: Vec<u8>,
+    /// The creation id of the stream read ([`contract::lineage::created_id`]), recorded in
+    /// each segment's entry for `archive restore`.
+    stream_created: Option<String>,
 }
 
 /// `None` when shutdown fired first.
@@ -252,7 +256,13 @@ impl Archiver {
         stream: &Stream,
     ) -> Result<Stopped<jetstream::consumer::PullConsumer>, RunError> {
         loop {
-            let last = stream.get_info().await.map(|i| i.state.last_sequence);
+            let info = stream.get_info().await;
+            if let Ok(i) = &info {
+                self.stream_created = Some(contract::lineage::created_id(
+                    i.created.unix_timestamp_nanos(),
+                ));
+            }
+            let last = info.map(|i| i.state.last_sequence);
             let opened = match last {
                 Ok(last) if last < self.position => {
                     return Err(RunError::StreamBehind {
@@ -479,6 +489,7 @@ impl Archiver {
             max_time_us: o.max_time_us,
             bytes: bytes.len() as u64,
             sha256: hex(&Sha256::digest(&bytes)),
+            stream_created: self.stream_created.clone(),
         };
         let objects = self.archive.store().objects.clone();
         let seg_path = Path::from(entry.key.as_str());

@@ -80,6 +80,11 @@ pub struct SegmentEntry {
     pub bytes: u64,
     /// SHA-256 of the object, lowercase hex.
     pub sha256: String,
+    /// Creation id of the stream it was read from ([`contract::lineage::created_id`]);
+    /// absent in entries written before it was recorded. `archive restore` names these
+    /// streams in the restored stream's metadata, so consumers built on them go on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_created: Option<String>,
 }
 
 /// Stream sequences the archive does not hold, and why.

@@ -101,6 +101,63 @@ pub enum RestoreError {
     /// Shutdown fired.
     #[error("interrupted at sequence {0}")]
     Interrupted(u64),
+    /// Every message is restored, but the stream's metadata could not say where they come
+    /// from: consumers will ask for a rebuild instead of going on.
+    #[error("restored stream {stream} through {through}, but could not record its lineage")]
+    Lineage {
+        /// Its name.
+        stream: String,
+        /// The last sequence restored.
+        through: u64,
+        /// The server's answer.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Names, in the restored stream's metadata ([`contract::lineage`]), the streams its
+/// messages were archived from and the last sequence restored, so consumers built on those
+/// streams go on from their positions. Nothing when no entry recorded its stream (an
+/// archive written before the archiver recorded it).
+async fn record_lineage(
+    js: &jetstream::Context,
+    name: &str,
+    entries: &[Entry],
+    through: u64,
+) -> Result<(), RestoreError> {
+    let mut from: Vec<String> = Vec::new();
+    for e in entries {
+        if let Entry::Segment(s) = e {
+            if let Some(c) = s.stream_created.as_ref().filter(|c| !from.contains(c)) {
+                from.push(c.clone());
+            }
+        }
+    }
+    if from.is_empty() {
+        tracing::warn!(stream = name, "the archive does not name the streams it was read from: consumers of the lost stream will need --from-seq 1");
+        return Ok(());
+    }
+    let failed = |source: Box<dyn std::error::Error + Send + Sync>| RestoreError::Lineage {
+        stream: name.to_string(),
+        through,
+        source,
+    };
+    let mut config = js
+        .get_stream(name)
+        .await
+        .map_err(|e| failed(e.into()))?
+        .info()
+        .await
+        .map_err(|e| failed(e.into()))?
+        .config
+        .clone();
+    config
+        .metadata
+        .extend(contract::lineage::Restored { from, through }.metadata());
+    js.update_stream(&config)
+        .await
+        .map_err(|e| failed(e.into()))?;
+    Ok(())
 }
 
 /// Publishes with at most `window` acks outstanding, each checked to land at its sequence.
@@ -249,6 +306,7 @@ pub async fn restore(
         }
     }
     p.settle_all().await?;
+    record_lineage(js, &opts.stream, &entries, done.last_seq).await?;
     tracing::info!(
         stream = %opts.stream,
         first_seq = done.first_seq,

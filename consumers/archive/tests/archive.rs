@@ -16,7 +16,7 @@ use std::time::Duration;
 async fn complete_across_kills_and_an_outage_then_restored_and_replayed() -> anyhow::Result<()> {
     let mut store = LocalDir::new()?;
     let (ops, secs) = common::scenario_size();
-    let (_capture, msgs, _nats) = common::kills_and_outage(&mut store, ops, 5, secs).await?;
+    let (_capture, msgs, nats) = common::kills_and_outage(&mut store, ops, 5, secs).await?;
     let n = msgs.len() as u64;
     let archive = Archive::new(store.open()?);
 
@@ -74,6 +74,29 @@ async fn complete_across_kills_and_an_outage_then_restored_and_replayed() -> any
     anyhow::ensure!(
         (first, last) == (1, n),
         "restored stream holds {first}..={last}"
+    );
+    // Its metadata names the archived stream, so consumers built on it go on.
+    let original = jetstream::new(async_nats::connect(nats.url()).await?)
+        .get_stream("BSKY")
+        .await?
+        .info()
+        .await?
+        .created;
+    let original = contract::lineage::created_id(original.unix_timestamp_nanos());
+    let metadata = js
+        .get_stream("BSKY")
+        .await?
+        .info()
+        .await?
+        .config
+        .metadata
+        .clone();
+    let restored = contract::lineage::Restored::from_metadata(&metadata);
+    anyhow::ensure!(
+        restored
+            .as_ref()
+            .is_some_and(|r| r.from == [original.clone()] && r.through == n),
+        "lineage {restored:?}, want from [{original}] through {n}"
     );
     let stream = js.get_stream("BSKY").await?;
     let consumer = stream

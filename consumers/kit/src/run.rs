@@ -139,10 +139,17 @@ pub async fn run<H: Handler>(
         stream: cfg.stream.clone(),
         source: e.into(),
     })?;
-    let created = info.created.unix_timestamp_nanos().to_string();
+    let created = contract::lineage::created_id(info.created.unix_timestamp_nanos());
+    let restored = contract::lineage::Restored::from_metadata(&info.config.metadata);
     let state = info.state;
     if let (Some(stored), Start::Resume | Start::FromTime(_)) = (&stored, opts.start) {
-        state::check_stream(stored, &cfg.stream, &created)?;
+        if state::check_stream(stored, &cfg.stream, &created, restored.as_ref())? {
+            tracing::warn!(
+                stream = %cfg.stream,
+                position = stored.seq,
+                "the stream was restored from the archive of the one this state was built on; going on from the position"
+            );
+        }
     }
     worker.position.stream = cfg.stream.clone();
     worker.position.stream_created = created;

@@ -181,21 +181,34 @@ pub fn save(tx: &Transaction<'_>, p: &Position) -> Result<(), rusqlite::Error> {
 }
 
 /// Refuses a database built from another stream, or from an earlier stream of that name.
-pub fn check_stream(stored: &Position, name: &str, created: &str) -> Result<(), StateError> {
+///
+/// A stream created since is accepted when `archive restore` rebuilt it from the archive
+/// of the stored one and the position is inside what it restored (`restored`, from the
+/// stream's metadata: [`contract::lineage`]): the same messages sit at the same sequences.
+/// `Ok(true)` then, so the caller can say so.
+pub fn check_stream(
+    stored: &Position,
+    name: &str,
+    created: &str,
+    restored: Option<&contract::lineage::Restored>,
+) -> Result<bool, StateError> {
     if stored.stream != name {
         return Err(StateError::OtherStream {
             stored: stored.stream.clone(),
             configured: name.to_string(),
         });
     }
-    if stored.stream_created != created {
-        return Err(StateError::Recreated {
-            stream: name.to_string(),
-            stored: stored.stream_created.clone(),
-            now: created.to_string(),
-        });
+    if stored.stream_created == created {
+        return Ok(false);
     }
-    Ok(())
+    if restored.is_some_and(|r| r.continues(&stored.stream_created, stored.seq)) {
+        return Ok(true);
+    }
+    Err(StateError::Recreated {
+        stream: name.to_string(),
+        stored: stored.stream_created.clone(),
+        now: created.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -226,13 +239,29 @@ mod tests {
         tx.commit().expect("commit");
         let reader = open_reader(&settings.path).expect("reader");
         assert_eq!(load(&reader).expect("load"), Some(p.clone()));
-        assert!(check_stream(&p, "BSKY", "2026-07-04T00:00:00Z").is_ok());
         assert!(matches!(
-            check_stream(&p, "OTHER", "2026-07-04T00:00:00Z"),
+            check_stream(&p, "BSKY", "2026-07-04T00:00:00Z", None),
+            Ok(false)
+        ));
+        assert!(matches!(
+            check_stream(&p, "OTHER", "2026-07-04T00:00:00Z", None),
             Err(StateError::OtherStream { .. })
         ));
         assert!(matches!(
-            check_stream(&p, "BSKY", "2026-07-05T00:00:00Z"),
+            check_stream(&p, "BSKY", "2026-07-05T00:00:00Z", None),
+            Err(StateError::Recreated { .. })
+        ));
+        // Restored from the archive of the stored stream, through the position or not.
+        let restored = |through| contract::lineage::Restored {
+            from: vec!["x".into(), "2026-07-04T00:00:00Z".into()],
+            through,
+        };
+        assert!(matches!(
+            check_stream(&p, "BSKY", "2026-07-05T00:00:00Z", Some(&restored(42))),
+            Ok(true)
+        ));
+        assert!(matches!(
+            check_stream(&p, "BSKY", "2026-07-05T00:00:00Z", Some(&restored(41))),
             Err(StateError::Recreated { .. })
         ));
         let r = p.rebuilding.expect("rebuilding");

@@ -624,3 +624,92 @@ async fn a_consumer_stopped_past_the_retention_reads_the_history_through_its_out
         "once each, in order, across the seam at 251"
     );
 }
+
+/// The stream is lost and rebuilt with the same messages at the same sequences (as
+/// `archive restore` does). With the restore's lineage in its metadata the consumer goes on
+/// from its position; without it, or with a position past what was restored, it refuses
+/// (its state may not match the new stream) and says how to rebuild.
+#[tokio::test]
+async fn a_restored_stream_is_continued_only_where_its_lineage_says() {
+    let nats = testkit::NatsServer::start().unwrap();
+    let js = own_stream(&nats, -1).await;
+    publish(&js, 1..51, "app.bsky.feed.like").await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let mut r = start(&nats.url(), options(&db, |_| {}), Recorder::default()).await;
+    kit::testing::wait_caught_up(&mut r.progress, 50, WAIT)
+        .await
+        .unwrap();
+    r.stop().await;
+    let lost_created = js
+        .get_stream("BSKY")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .created;
+    let lost_created = contract::lineage::created_id(lost_created.unix_timestamp_nanos());
+
+    // Lost, then rebuilt through 40 or 50, with or without the lineage.
+    let rebuild = |through: u64, lineage: bool| {
+        let js = js.clone();
+        let lost_created = lost_created.clone();
+        async move {
+            js.delete_stream("BSKY").await.unwrap();
+            let mut cfg = ingest::stream::stream_config(&ingest::config::Config::default().stream);
+            if lineage {
+                cfg.metadata.extend(
+                    contract::lineage::Restored {
+                        from: vec!["1".into(), lost_created],
+                        through,
+                    }
+                    .metadata(),
+                );
+            }
+            js.create_stream(cfg).await.unwrap();
+            publish(&js, 1..through + 1, "app.bsky.feed.like").await;
+        }
+    };
+    for (through, lineage) in [(50, false), (40, true)] {
+        rebuild(through, lineage).await;
+        let r = start(&nats.url(), options(&db, |_| {}), Recorder::default()).await;
+        let err = r.task.await.unwrap().unwrap_err();
+        assert!(
+            err.to_string().contains("recreated") || format!("{err:?}").contains("Recreated"),
+            "through {through}, lineage {lineage}: {err:?}"
+        );
+    }
+    rebuild(50, true).await;
+    publish(&js, 51..61, "app.bsky.feed.like").await;
+    let mut r = start(&nats.url(), options(&db, |_| {}), Recorder::default()).await;
+    kit::testing::wait_caught_up(&mut r.progress, 60, WAIT)
+        .await
+        .unwrap();
+    r.stop().await;
+    let want: Vec<(u64, i64)> = (1..=60).map(|s| (s, 1)).collect();
+    assert_eq!(
+        applied(&db),
+        want,
+        "1..=50 before the loss, 51..=60 after, once each"
+    );
+    // The position now names the restored stream: a restart needs no lineage any more.
+    let mut cfg = js
+        .get_stream("BSKY")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .config
+        .clone();
+    cfg.metadata.retain(|k, _| !k.starts_with("bsky_"));
+    js.update_stream(&cfg).await.unwrap();
+    publish(&js, 61..63, "app.bsky.feed.like").await;
+    let mut r = start(&nats.url(), options(&db, |_| {}), Recorder::default()).await;
+    kit::testing::wait_caught_up(&mut r.progress, 62, WAIT)
+        .await
+        .unwrap();
+    r.stop().await;
+    assert_eq!(applied(&db).len(), 62);
+}

@@ -9,6 +9,7 @@
 //!   [`subject::Filter`], a filter checked to lie inside the stream's subjects;
 //! - [`header`]: the names of the headers every message carries (`Bsky-Seq` …);
 //! - [`limits`]: the protocol's maxima (one [`limits::MAX_FRAME_BYTES`]);
+//! - [`lineage`]: how a stream rebuilt by `archive restore` names the streams it continues;
 //! - [`id`]: [`Did`], [`Nsid`] and [`Rkey`], identifiers validated once where they enter;
 //! - [`event`]: the payloads as typed values, borrowed from the message ([`Event::parse`]).
 //!
@@ -19,6 +20,7 @@ pub mod event;
 pub mod header;
 pub mod id;
 pub mod limits;
+pub mod lineage;
 pub mod subject;
 
 pub use event::{Event, EventError};
