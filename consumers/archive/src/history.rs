@@ -114,6 +114,17 @@ impl History for ArchiveHistory {
         })
     }
 
+    /// From the manifest: the first segment's first sequence (every sequence of a segment
+    /// is inside it), without reading the segment.
+    fn first_seq(&self) -> BoxFuture<'_, Result<Option<u64>, BoxError>> {
+        Box::pin(async move {
+            Ok(self.archive.manifest().await?.iter().find_map(|e| match e {
+                crate::format::Entry::Segment(s) => Some(s.first_seq),
+                crate::format::Entry::Gap(_) => None,
+            }))
+        })
+    }
+
     fn read(&self, since: Since) -> BoxFuture<'_, Result<Box<dyn Reader>, BoxError>> {
         Box::pin(async move {
             let from = match since {

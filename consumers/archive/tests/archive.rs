@@ -10,6 +10,7 @@ use archive::reader::{Archive, From};
 use async_nats::jetstream;
 use common::{Archiver, LocalDir, StoreUnderTest};
 use futures_util::StreamExt;
+use kit::history::History;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,6 +182,15 @@ async fn a_late_archiver_records_the_gap_and_goes_on() -> anyhow::Result<()> {
         next = s.last_seq + 1;
     }
     anyhow::ensure!(next == n + 1);
+    // As history, its first kept message is the stream's first, past the gap: from the
+    // manifest alone, and from the first segment.
+    let history = archive::history::ArchiveHistory::new(store.open()?, "test".into());
+    let from_segment = history.first().await.map_err(anyhow::Error::msg)?;
+    let from_manifest = history.first_seq().await.map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(
+        from_manifest == Some(first) && from_segment.map(|k| k.seq) == Some(first),
+        "first kept: {from_manifest:?} from the manifest, stream starts at {first}"
+    );
 
     let (code, body) = testkit::http::get(metrics, "/metrics").await?;
     anyhow::ensure!(code == 200);

@@ -180,7 +180,7 @@ async fn older_than_archive(history: &dyn History, asked: Since, first: u64) -> 
     match asked {
         Since::Seq(n) => first > n,
         Since::StoredTime(_) | Since::EventTime(_) => {
-            first > 1 && matches!(history.first().await, Ok(Some(k)) if k.seq == first)
+            first > 1 && matches!(history.first_seq().await, Ok(Some(f)) if f == first)
         }
     }
 }

@@ -55,6 +55,11 @@ pub trait History: Send + Sync {
     fn describe(&self) -> String;
     /// The oldest kept message; `None` when nothing is kept.
     fn first(&self) -> BoxFuture<'_, Result<Option<Kept>, BoxError>>;
+    /// The oldest kept message's sequence. The default reads [`History::first`]; a store
+    /// with an index of what it keeps answers from that instead.
+    fn first_seq(&self) -> BoxFuture<'_, Result<Option<u64>, BoxError>> {
+        Box::pin(async move { Ok(self.first().await?.map(|k| k.seq)) })
+    }
     /// The kept messages from `since` on, in stream order. Sequences it does not hold
     /// (its own gaps) are skipped: the caller sees the jump.
     fn read(&self, since: Since) -> BoxFuture<'_, Result<Box<dyn Reader>, BoxError>>;
