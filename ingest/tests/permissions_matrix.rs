@@ -397,7 +397,8 @@ async fn perform(
         "message get" | "direct get by sequence" => {
             (row.subject.clone(), None, "{\"seq\":1}".into())
         }
-        "message delete" => (row.subject.clone(), None, "{\"seq\":1}".into()),
+        // Not 1, which the get rows read (ingest may delete: `archive restore`'s gaps).
+        "message delete" => (row.subject.clone(), None, "{\"seq\":2}".into()),
         // issue 18's own request: a name in the body, none in the subject
         "redefine charts' durable, unnamed subject" => (
             row.subject.clone(),

@@ -130,6 +130,65 @@ async fn complete_across_kills_and_an_outage_then_restored_and_replayed() -> any
             "restored seq {seq}: Bsky-Seq {bsky_seq:?}"
         );
     }
+
+    // A gap inside the archive (its second segment turned into a gap entry), restored as
+    // user ingest under the shipped permissions: the gap's sequences stay empty (their
+    // placeholders deleted) and every other message lands at its own.
+    let gapped = tempfile::tempdir()?;
+    testkit::copy_dir(&store.dir.path().join("archive"), gapped.path())?;
+    let Some(Entry::Segment(hole)) = archive.manifest().await?.get(1).cloned() else {
+        anyhow::bail!("the archive has no second segment");
+    };
+    std::fs::remove_file(gapped.path().join(&hole.key))?;
+    let gap = Entry::Gap(archive::format::GapEntry {
+        first_seq: hole.first_seq,
+        last_seq: hole.last_seq,
+        detected_ns: 0,
+        reason: "retention".into(),
+    });
+    std::fs::write(
+        gapped
+            .path()
+            .join(archive::format::manifest_key(hole.first_seq)),
+        serde_json::to_vec(&gap)?,
+    )?;
+    let conf = testkit::workspace_root().join("deploy/nats-server.conf");
+    let secured = testkit::NatsServer::start_with_config(conf, &testkit::deploy::server_env())?;
+    let password = testkit::deploy::password("ingest").unwrap_or_default();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_archive"))
+        .args(["--nats", &secured.url(), "--store"])
+        .arg(gapped.path())
+        .args(["--listen", "", "restore", "--into", "BSKY"])
+        .env("BSKY_ARCHIVE_NATS__USER", "ingest")
+        .env("BSKY_ARCHIVE_NATS__PASSWORD", password)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "restore with a gap, as ingest: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ingest =
+        async_nats::ConnectOptions::with_user_and_password("ingest".into(), password.into())
+            .custom_inbox_prefix("_INBOX_ingest")
+            .connect(secured.url())
+            .await?;
+    let state = jetstream::new(ingest)
+        .get_stream("BSKY")
+        .await?
+        .info()
+        .await?
+        .state
+        .clone();
+    let holes = hole.last_seq - hole.first_seq + 1;
+    anyhow::ensure!(
+        (
+            state.first_sequence,
+            state.last_sequence,
+            state.messages,
+            state.deleted_count
+        ) == (1, n, n - holes, Some(holes)),
+        "restored with a gap of {holes}: {state:?}"
+    );
     Ok(())
 }
 

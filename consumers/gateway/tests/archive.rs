@@ -40,19 +40,6 @@ async fn archive_all(nats_url: &str, dir: &std::path::Path, last: u64) {
     task.await.unwrap().unwrap();
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}
-
 fn cursor(v: &Value) -> u64 {
     v["cursor"].as_u64().unwrap()
 }
@@ -138,7 +125,7 @@ async fn cursors_older_than_the_stream_read_the_archive_then_the_stream() {
     // An archive whose first segment is gone: cursors older than what it keeps start at
     // its first message and are counted as clamped; a cursor inside it is not.
     let late = tempfile::tempdir().unwrap();
-    copy_dir(dir.path(), late.path());
+    testkit::copy_dir(dir.path(), late.path()).unwrap();
     let entry = late.path().join(archive::format::manifest_key(1));
     let first_entry: Value = serde_json::from_slice(&std::fs::read(&entry).unwrap()).unwrap();
     let kept_from = first_entry["last_seq"].as_u64().unwrap() + 1;

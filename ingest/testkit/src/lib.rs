@@ -67,6 +67,22 @@ pub use child::ChildGuard;
 pub use cluster::Cluster;
 pub use ports::free_port;
 
+/// Copies the directory tree `from` into `to` (which must exist), for a test that alters a
+/// copy of what another part wrote (an archive missing a segment, say).
+pub fn copy_dir(from: &Path, to: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            fs::create_dir_all(&target)?;
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
 /// The oldest nats-server the project accepts: 2.9 ignores 2.10 stream settings.
 pub const MIN_SERVER_VERSION: (u32, u32, u32) = (2, 10, 0);
 
