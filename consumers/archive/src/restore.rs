@@ -121,6 +121,7 @@ pub enum RestoreError {
 /// archive written before the archiver recorded it).
 async fn record_lineage(
     js: &jetstream::Context,
+    stream: &jetstream::stream::Stream,
     name: &str,
     entries: &[Entry],
     through: u64,
@@ -142,15 +143,11 @@ async fn record_lineage(
         through,
         source,
     };
-    let mut config = js
-        .get_stream(name)
+    let mut config = stream
+        .get_info()
         .await
         .map_err(|e| failed(e.into()))?
-        .info()
-        .await
-        .map_err(|e| failed(e.into()))?
-        .config
-        .clone();
+        .config;
     config
         .metadata
         .extend(contract::lineage::Restored { from, through }.metadata());
@@ -306,7 +303,7 @@ pub async fn restore(
         }
     }
     p.settle_all().await?;
-    record_lineage(js, &opts.stream, &entries, done.last_seq).await?;
+    record_lineage(js, &stream, &opts.stream, &entries, done.last_seq).await?;
     tracing::info!(
         stream = %opts.stream,
         first_seq = done.first_seq,

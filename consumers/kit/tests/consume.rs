@@ -304,16 +304,18 @@ async fn transient_failures_are_retried_in_order() {
     );
 }
 
-/// A consumer that applied 50 messages and was stopped while 300 more arrived, on a stream
-/// keeping at most `max_messages`: the server, the stream, the directory and the database.
-async fn stopped_while_300_arrive(
-    max_messages: i64,
-) -> (
+/// The server, the stream, the directory and the database of a stopped consumer.
+type Stopped = (
     testkit::NatsServer,
     jetstream::Context,
     tempfile::TempDir,
     std::path::PathBuf,
-) {
+);
+
+/// A consumer that applied 50 messages (publishes 0..50, sequences 1..=50) and stopped, on
+/// a stream keeping at most `max_messages`: the server, the stream, the directory and the
+/// database.
+async fn stopped_after_50(max_messages: i64) -> Stopped {
     let nats = testkit::NatsServer::start().unwrap();
     let js = own_stream(&nats, max_messages).await;
     publish(&js, 0..50, "app.bsky.feed.like").await;
@@ -324,8 +326,25 @@ async fn stopped_while_300_arrive(
         .await
         .unwrap();
     r.stop().await;
+    (nats, js, dir, db)
+}
+
+/// [`stopped_after_50`], then 300 more arrive while it is stopped.
+async fn stopped_while_300_arrive(max_messages: i64) -> Stopped {
+    let (nats, js, dir, db) = stopped_after_50(max_messages).await;
     publish(&js, 50..350, "app.bsky.feed.like").await;
     (nats, js, dir, db)
+}
+
+/// The stream's configuration and creation time, as the server reports them.
+async fn stream_info(js: &jetstream::Context) -> jetstream::stream::Info {
+    js.get_stream("BSKY")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .clone()
 }
 
 #[tokio::test]
@@ -631,25 +650,9 @@ async fn a_consumer_stopped_past_the_retention_reads_the_history_through_its_out
 /// (its state may not match the new stream) and says how to rebuild.
 #[tokio::test]
 async fn a_restored_stream_is_continued_only_where_its_lineage_says() {
-    let nats = testkit::NatsServer::start().unwrap();
-    let js = own_stream(&nats, -1).await;
-    publish(&js, 1..51, "app.bsky.feed.like").await;
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("t.db");
-    let mut r = start(&nats.url(), options(&db, |_| {}), Recorder::default()).await;
-    kit::testing::wait_caught_up(&mut r.progress, 50, WAIT)
-        .await
-        .unwrap();
-    r.stop().await;
-    let lost_created = js
-        .get_stream("BSKY")
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .created;
-    let lost_created = contract::lineage::created_id(lost_created.unix_timestamp_nanos());
+    let (nats, js, _dir, db) = stopped_after_50(-1).await;
+    let lost_created =
+        contract::lineage::created_id(stream_info(&js).await.created.unix_timestamp_nanos());
 
     // Lost, then rebuilt through 40 or 50, with or without the lineage.
     let rebuild = |through: u64, lineage: bool| {
@@ -668,7 +671,7 @@ async fn a_restored_stream_is_continued_only_where_its_lineage_says() {
                 );
             }
             js.create_stream(cfg).await.unwrap();
-            publish(&js, 1..through + 1, "app.bsky.feed.like").await;
+            publish(&js, 0..through, "app.bsky.feed.like").await;
         }
     };
     for (through, lineage) in [(50, false), (40, true)] {
@@ -681,7 +684,7 @@ async fn a_restored_stream_is_continued_only_where_its_lineage_says() {
         );
     }
     rebuild(50, true).await;
-    publish(&js, 51..61, "app.bsky.feed.like").await;
+    publish(&js, 50..60, "app.bsky.feed.like").await;
     let mut r = start(&nats.url(), options(&db, |_| {}), Recorder::default()).await;
     kit::testing::wait_caught_up(&mut r.progress, 60, WAIT)
         .await
@@ -694,18 +697,10 @@ async fn a_restored_stream_is_continued_only_where_its_lineage_says() {
         "1..=50 before the loss, 51..=60 after, once each"
     );
     // The position now names the restored stream: a restart needs no lineage any more.
-    let mut cfg = js
-        .get_stream("BSKY")
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .config
-        .clone();
+    let mut cfg = stream_info(&js).await.config;
     cfg.metadata.retain(|k, _| !k.starts_with("bsky_"));
     js.update_stream(&cfg).await.unwrap();
-    publish(&js, 61..63, "app.bsky.feed.like").await;
+    publish(&js, 60..62, "app.bsky.feed.like").await;
     let mut r = start(&nats.url(), options(&db, |_| {}), Recorder::default()).await;
     kit::testing::wait_caught_up(&mut r.progress, 62, WAIT)
         .await
